@@ -1,0 +1,377 @@
+"""SQLite backend: one file, WAL journal, one aiosqlite connection per Queue.
+
+Every operation is a plain function run on the connection's own thread, so a
+whole worker cycle (acknowledge, recover, claim) costs one hop across the async
+bridge. Write transactions start with BEGIN IMMEDIATE: a deferred transaction
+that reads and then writes fails its lock upgrade at once under contention.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from collections import Counter
+from typing import Any, Callable, Optional, Sequence
+
+import aiosqlite
+
+from .. import sql
+from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
+from .base import (
+    CANCELLED, COMPLETE, FAIL, LOST, MISSING, OK, RELEASE, RETRY,
+    Backend, ClaimRequest, CycleResult,
+)
+from .sqlite_watcher import ChangeWatcher
+
+Q = sql.load("sqlite")
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: Q["schema_1"]}
+SQLITE_HEADER = b"SQLite format 3\x00"
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
+FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
+FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
+MAX_LEVELS = 64
+# Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
+SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
+    "fifo": (lambda r: (r[6], r[0]), False),
+    "lifo": (lambda r: (r[6], r[0]), True),
+    "priority": (lambda r: (r[3], r[6], r[0]), False),
+}
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def check_location(path: str) -> None:
+    """Refuse a path that SQLite would fail on, or a file that is not a database, before touching it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(directory):
+        raise DatabaseError(f"cannot open queue {path!r}: directory {directory!r} does not exist")
+    if not os.path.isdir(directory):
+        raise DatabaseError(f"cannot open queue {path!r}: {directory!r} is not a directory")
+    if os.path.isdir(path):
+        raise DatabaseError(f"cannot open queue {path!r}: it is a directory")
+    if os.path.exists(path) and os.path.getsize(path) > 0:
+        with open(path, "rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise DatabaseError(f"cannot open queue {path!r}: the file is not a SQLite database")
+
+
+class SQLiteBackend(Backend):
+    """The queue's rows in one SQLite file."""
+
+    def __init__(self, path: str, *, durability: str = "normal", busy_timeout: float = 30.0,
+                 watch_interval: float = 0.001) -> None:
+        if path == ":memory:" or not path:
+            raise DatabaseError("a queue needs a file on disk; ':memory:' cannot be shared by workers")
+        if durability not in SYNCHRONOUS:
+            raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
+        self.path = path
+        self.url = f"sqlite:///{path}"
+        self.durability = durability
+        self.busy_timeout = busy_timeout
+        self._watch_interval = watch_interval
+        self._conn: Optional[aiosqlite.Connection] = None
+        self._raw: Optional[sqlite3.Connection] = None
+        self._watcher: Optional[ChangeWatcher] = None
+        self._rng = random.Random()
+
+    # -- connection -----------------------------------------------------
+
+    async def open(self) -> None:
+        check_location(self.path)
+        try:
+            conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=0)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open queue {self.path!r}: {exc}") from exc
+        try:
+            # aiosqlite runs each call on the connection's thread; _execute is the
+            # one way to run a whole function there in a single hop.
+            self._raw = await conn._execute(lambda: conn._conn)
+            self._conn = conn
+            await self._call(self._setup)
+        except BaseException:
+            self._conn = self._raw = None
+            await conn.close()
+            raise
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._conn is not None:
+            conn, self._conn, self._raw = self._conn, None, None
+            await conn.close()
+
+    def _setup(self) -> None:
+        c = self._raw
+        # Read the version before anything can write to the file: a file from a
+        # newer prismq_queue, or one that is not a database, is left untouched.
+        version = self._user_version(c)
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path!r} has schema version {version}, newer than this prismq_queue "
+                f"understands ({SCHEMA_VERSION}); upgrade prismq_queue to open it")
+        c.execute("PRAGMA synchronous = " + SYNCHRONOUS[self.durability])
+        c.execute("PRAGMA temp_store = MEMORY")
+        c.execute("PRAGMA cache_size = -16000")
+        if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            c.execute("PRAGMA journal_mode = WAL").fetchall()
+        if version < SCHEMA_VERSION:
+            self._transaction(self._migrate)
+
+    @staticmethod
+    def _user_version(c: sqlite3.Connection) -> int:
+        return c.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self, c: sqlite3.Connection) -> None:
+        version = self._user_version(c)  # again, under the write lock: another process may have migrated
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(f"{self.path!r} has schema version {version}, newer than {SCHEMA_VERSION}")
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target].split(";\n"):
+                if statement.strip():
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {target}")
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run fn(*args) on the connection's thread, retrying while other writers hold the lock."""
+        if self._conn is None:
+            raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
+        return await self._conn._execute(self._retrying, fn, *args)
+
+    def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # SQLite's own busy handler sleeps in growing steps (up to 100 ms), so the
+        # process that just committed tends to win the lock again and again. Short,
+        # jittered sleeps of our own give every waiting process a fair chance.
+        deadline = None
+        pause = 0.0002
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise DatabaseError(f"{self.path}: {exc}") from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.busy_timeout
+                elif now >= deadline:
+                    raise QueueBusy(f"{self.path}: database stayed locked for {self.busy_timeout:.0f} s") from exc
+                time.sleep(self._rng.uniform(pause / 2, pause))
+                pause = min(pause * 2, 0.005)
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"{self.path}: {exc}") from exc
+
+    def _transaction(self, fn: Callable[..., Any], *args: Any) -> Any:
+        c = self._raw
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(c, *args)
+            c.execute("COMMIT")
+            return result
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self._call(self._transaction, fn, *args)
+
+    # -- tasks ----------------------------------------------------------
+
+    async def insert(self, rows: Sequence[tuple]) -> list[int]:
+        return await self._write(self._insert, rows)
+
+    @staticmethod
+    def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
+        # Ids are given explicitly, counting up from the largest one: under the
+        # write lock nobody else can take them, and executemany can then insert
+        # the whole batch in one call and still tell each caller its id.
+        first = c.execute(Q["max_id"]).fetchone()[0] + 1
+        if all(row[6] is None for row in rows):
+            c.executemany(Q["insert_task"], [(first + i, *row) for i, row in enumerate(rows)])
+            return list(range(first, first + len(rows)))
+        ids = []
+        next_id = first
+        for row in rows:
+            if c.execute(Q["insert_task"], (next_id, *row)).rowcount:
+                ids.append(next_id)
+                next_id += 1
+            else:  # a live task holds this idempotency key
+                ids.append(c.execute(Q["id_by_key"], (row[6],)).fetchone()[0])
+        return ids
+
+    async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
+                    now: float) -> CycleResult:
+        return await self._write(self._cycle, finishes, claim, recover, now)
+
+    def _cycle(self, c: sqlite3.Connection, finishes: Sequence[tuple], claim: Optional[ClaimRequest],
+               recover: bool, now: float) -> CycleResult:
+        result = CycleResult()
+        if finishes:
+            result.outcomes = self._finish(c, finishes)
+        if recover:
+            result.recovered = (c.execute(Q["recover_exhausted"], {"now": now}).rowcount
+                                + c.execute(Q["recover_requeue"], {"now": now}).rowcount)
+        if claim is not None and claim.limit > 0:
+            result.claimed = self._claim(c, claim, now)
+            if len(result.claimed) < claim.limit:
+                result.next_due = c.execute(Q["next_due"]).fetchone()[0]
+                result.next_expiry = c.execute(Q["next_lease_expiry"]).fetchone()[0]
+        return result
+
+    @staticmethod
+    def _finish(c: sqlite3.Connection, finishes: Sequence[tuple]) -> Optional[list[str]]:
+        by_kind: dict[str, list[tuple]] = {}
+        for kind, task_id, token, value, when in finishes:
+            if kind == RELEASE:
+                by_kind.setdefault(kind, []).append((when, task_id, token))
+            else:
+                by_kind.setdefault(kind, []).append((value, when, task_id, token))
+        applied = 0
+        for kind, params in by_kind.items():
+            cur = c.executemany(FINISH_SQL[kind], params)
+            applied += cur.rowcount
+        if applied == len(finishes):
+            return None  # the common case: every lease was still ours
+        # Some were refused: read back why. A row that now holds the state we
+        # asked for, under our token, was applied.
+        outcomes = []
+        for kind, task_id, token, _value, _when in finishes:
+            row = c.execute(Q["fence_state"], (task_id,)).fetchone()
+            outcomes.append(_fence_outcome(row, token, FINAL_STATUS[kind]))
+        return outcomes
+
+    def _claim(self, c: sqlite3.Connection, req: ClaimRequest, now: float) -> list[tuple]:
+        params = {"lease_until": req.lease_until, "token": req.token, "worker_id": req.worker_id,
+                  "now": now, "limit": req.limit}
+        if req.strategy == "weighted_random":
+            return self._claim_weighted(c, params)
+        rows = c.execute(Q["claim_" + req.strategy], params).fetchall()
+        key, reverse = SORT_KEYS[req.strategy]
+        rows.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
+        return rows
+
+    def _claim_weighted(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
+        # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
+        # low numbers are favoured, yet every level keeps a share, so nothing
+        # starves. Within a level tasks go first due, first out.
+        levels = [r[0] for r in c.execute(Q["ready_levels"], {"now": params["now"], "max_levels": MAX_LEVELS})]
+        wanted = params["limit"]
+        claimed: list[tuple] = []
+        while wanted > 0 and levels:
+            base = levels[0]
+            weights = [1.0 / (1 + p - base) for p in levels]
+            draws = Counter(self._rng.choices(levels, weights, k=wanted))
+            for level in sorted(draws):
+                rows = c.execute(Q["claim_level"], {**params, "priority": level, "limit": draws[level]}).fetchall()
+                rows.sort(key=lambda r: (r[6], r[0]))
+                claimed.extend(rows)
+                if len(rows) < draws[level]:
+                    levels.remove(level)  # this level ran dry; its slots go round again
+            wanted = params["limit"] - len(claimed)
+        return claimed
+
+    async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+        return await self._write(self._extend, leases, lease_until)
+
+    @staticmethod
+    def _extend(c: sqlite3.Connection, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+        outcomes = []
+        for task_id, token in leases:
+            if c.execute(Q["extend_lease"], (lease_until, task_id, token)).rowcount:
+                outcomes.append(OK)
+            else:
+                outcomes.append(_fence_outcome(c.execute(Q["fence_state"], (task_id,)).fetchone(), token, None))
+        return outcomes
+
+    async def get(self, task_id: int) -> Optional[tuple]:
+        return await self._call(lambda: self._raw.execute(Q["get_task"], (task_id,)).fetchone())
+
+    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
+        params = {"status": status, "type": type_, "limit": limit}
+        return await self._call(lambda: self._raw.execute(Q["list_tasks"], params).fetchall())
+
+    async def cancel(self, task_id: int, now: float) -> bool:
+        return await self._write(lambda c: c.execute(Q["cancel"], (now, task_id)).rowcount > 0)
+
+    async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
+        return await self._call(self._transaction_read, self._stats, now, windows)
+
+    def _transaction_read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # One read transaction, so that all the counts come from one snapshot.
+        c = self._raw
+        c.execute("BEGIN")
+        try:
+            return fn(c, *args)
+        finally:
+            c.execute("COMMIT")
+
+    @staticmethod
+    def _stats(c: sqlite3.Connection, now: float, windows: Sequence[float]) -> dict[str, Any]:
+        return {
+            "counts": c.execute(Q["count_by_type_status"]).fetchall(),
+            "oldest_due": c.execute(Q["oldest_due"], (now,)).fetchone()[0],
+            "recent": {w: dict(c.execute(Q["finished_since"], (now - w,)).fetchall()) for w in windows},
+        }
+
+    async def purge(self, before: float) -> int:
+        return await self._write(lambda c: c.execute(Q["purge"], (before,)).rowcount)
+
+    # -- maintenance ----------------------------------------------------
+
+    async def checkpoint(self, mode: str = "TRUNCATE") -> tuple[int, int, int]:
+        """Run a WAL checkpoint; returns (busy, wal pages, pages checkpointed)."""
+        if mode.upper() not in {"PASSIVE", "FULL", "RESTART", "TRUNCATE"}:
+            raise InvalidArgument(f"unknown checkpoint mode {mode!r}")
+        return await self._call(lambda: tuple(self._raw.execute(f"PRAGMA wal_checkpoint({mode.upper()})").fetchone()))
+
+    async def vacuum(self) -> None:
+        await self._call(lambda: self._raw.execute("VACUUM"))
+
+    async def backup(self, dest: str) -> None:
+        check_location(dest)
+        if os.path.abspath(dest) == os.path.abspath(self.path):
+            raise InvalidArgument("backup destination is the queue's own file")
+
+        def run() -> None:
+            target = sqlite3.connect(dest)
+            try:
+                self._raw.backup(target)
+            finally:
+                target.close()
+
+        await self._call(run)
+
+    async def integrity_check(self) -> list[str]:
+        rows = await self._call(lambda: self._raw.execute("PRAGMA integrity_check").fetchall())
+        return [r[0] for r in rows]
+
+    # -- notification ----------------------------------------------------
+
+    def arm(self, wake: Callable[[], None]) -> None:
+        if self._watcher is None:
+            self._watcher = ChangeWatcher(self.path, Q["any_ready"], self._watch_interval)
+        self._watcher.arm(wake)
+
+    def disarm(self, wake: Callable[[], None]) -> None:
+        if self._watcher is not None:
+            self._watcher.disarm(wake)
+
+
+def _fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
+    """Why a fenced write did (or did not) apply, from the row's (status, token)."""
+    if row is None:
+        return MISSING
+    status, current = row
+    if current != token:
+        return LOST
+    if wanted_status is not None and status == wanted_status:
+        return OK
+    if status == "cancelled":
+        return CANCELLED
+    return LOST

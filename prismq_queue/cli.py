@@ -1,0 +1,120 @@
+"""The prismq-queue command line: inspect and manage a queue file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import datetime
+from typing import Any, Optional, Sequence
+
+from . import __version__
+from .errors import QueueError
+from .queue import Queue
+from .task import Task, TaskStatus
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prismq-queue",
+        description="Inspect and manage a prismq_queue database file.",
+        epilog="Example: prismq-queue enqueue tasks.db resize '{\"w\": 100}' --priority 10")
+    parser.add_argument("--version", action="version", version=f"prismq_queue {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("db", help="the queue's database file (or sqlite:///path)")
+        return p
+
+    p = command("stats", "Show task counts by status and type, the oldest due task's age, recent activity.")
+    p.add_argument("--json", action="store_true", help="print the stats as JSON")
+    p = command("enqueue", "Add a task.")
+    p.add_argument("type", help="the task type, e.g. resize")
+    p.add_argument("payload", nargs="?", default="null", help="the payload as JSON (default: null)")
+    p.add_argument("--priority", type=int, default=100, help="lower runs first (default: 100)")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds before the task is due")
+    p.add_argument("--max-attempts", type=int, default=None, help="attempts before it is dead (default: policy)")
+    p.add_argument("--key", default=None, help="idempotency key")
+    p = command("list", "List the newest tasks.")
+    p.add_argument("--status", choices=[s.value for s in TaskStatus], help="only tasks in this state")
+    p.add_argument("--type", dest="task_type", help="only tasks of this type")
+    p.add_argument("--limit", type=int, default=20, help="how many (default: 20)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = command("purge", "Delete finished tasks older than an age.")
+    p.add_argument("--older-than", type=float, required=True, metavar="SECONDS",
+                   help="delete completed, failed and cancelled tasks finished more than this long ago")
+    p = command("backup", "Copy the live database to another file (SQLite online backup).")
+    p.add_argument("dest", help="the file to write")
+    command("check", "Run SQLite's integrity check; exit 1 if the file is damaged.")
+    p = command("checkpoint", "Copy the write-ahead log into the database file and truncate it.")
+    return parser
+
+
+def _when(ts: Optional[float]) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="seconds")
+
+
+def _task_dict(t: Task) -> dict[str, Any]:
+    d = dict(t.__dict__)
+    d["status"] = t.status.value
+    return d
+
+
+async def _run(args: argparse.Namespace) -> int:
+    async with Queue(args.db) as q:
+        if args.command == "stats":
+            stats = await q.stats()
+            if args.json:
+                print(json.dumps(stats, indent=2))
+                return 0
+            print(f"total tasks: {stats['total']}")
+            for status, n in stats["by_status"].items():
+                print(f"  {status:<10} {n}")
+            age = stats["oldest_due_age"]
+            print(f"oldest due task waits: {'-' if age is None else f'{age:.1f} s'}")
+            for window, counts in stats["recent"].items():
+                print(f"{window}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            for task_type, counts in sorted(stats["by_type"].items()):
+                print(f"type {task_type}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        elif args.command == "enqueue":
+            try:
+                payload = json.loads(args.payload)
+            except ValueError as exc:
+                print(f"error: payload is not valid JSON: {exc}", file=sys.stderr)
+                return 2
+            tid = await q.enqueue(args.type, payload, priority=args.priority, delay=args.delay,
+                                  max_attempts=args.max_attempts, idempotency_key=args.key)
+            print(tid)
+        elif args.command == "list":
+            for t in await q.list_tasks(args.status, args.task_type, args.limit):
+                if args.json:
+                    print(json.dumps(_task_dict(t)))
+                else:
+                    print(f"{t.id:>8}  {t.status.value:<9} {t.type:<16} p={t.priority:<5} "
+                          f"attempts={t.attempts}/{t.max_attempts}  due {_when(t.run_at)}"
+                          + (f"  error: {t.error}" if t.error else ""))
+        elif args.command == "purge":
+            print(f"purged {await q.purge(args.older_than)} finished tasks")
+        elif args.command == "backup":
+            await q.backup(args.dest)
+            print(f"backed up to {args.dest}")
+        elif args.command == "check":
+            problems = await q.integrity_check()
+            print("\n".join(problems))
+            return 0 if problems == ["ok"] else 1
+        elif args.command == "checkpoint":
+            busy, log, done = await q.checkpoint()
+            print(f"checkpoint: {done} of {log} pages copied" + (" (busy)" if busy else ""))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of `prismq-queue` and `python -m prismq_queue`."""
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except QueueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

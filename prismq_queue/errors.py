@@ -1,0 +1,41 @@
+"""The package's exception hierarchy: every error a caller can see derives from QueueError."""
+
+
+class QueueError(Exception):
+    """Base class of every error raised by prismq_queue."""
+
+
+class InvalidArgument(QueueError, ValueError):
+    """A call got input it cannot accept (bad type name, payload, priority, ...); nothing was written."""
+
+
+class PayloadError(InvalidArgument):
+    """A payload or result is not JSON-serializable."""
+
+
+class DatabaseError(QueueError):
+    """The database file cannot be opened or used (missing directory, not a database, corrupt)."""
+
+
+class SchemaVersionError(DatabaseError):
+    """The file was written by a newer prismq_queue; it was left untouched."""
+
+
+class QueueClosed(QueueError):
+    """The queue is not open."""
+
+
+class QueueBusy(QueueError):
+    """The database stayed locked by other writers for longer than the queue's busy timeout."""
+
+
+class LeaseLost(QueueError):
+    """The task's lease was taken over by another claim; this holder can no longer finish it."""
+
+
+class TaskCancelled(QueueError):
+    """The task was cancelled while it ran; its completion was refused."""
+
+
+class TaskNotFound(QueueError, KeyError):
+    """No task has that id."""

@@ -1,0 +1,389 @@
+"""Queue: the public API. It validates and encodes once, then calls its backend."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from datetime import datetime
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+from . import backends
+from .backends.base import CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETRY, ClaimRequest, CycleResult
+from .errors import InvalidArgument, LeaseLost, PayloadError, TaskCancelled, TaskNotFound
+from .retry import RetryPolicy
+from .strategy import Strategy
+from .task import Task, TaskStatus
+
+RECENT_WINDOWS = {"last_1m": 60.0, "last_5m": 300.0, "last_1h": 3600.0}
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+_decode = json.loads
+_RUNNING = TaskStatus.RUNNING
+
+
+def encode_json(value: Any, what: str) -> str:
+    """JSON text of `value`, or PayloadError: payloads and results are JSON, never pickle."""
+    try:
+        return _encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def _check_type(task_type: Any) -> str:
+    if not isinstance(task_type, str) or not task_type.strip():
+        raise InvalidArgument(f"task type must be a non-empty string, got {task_type!r}")
+    return task_type
+
+
+def _check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _due_time(now: float, delay: Any, run_at: Any) -> float:
+    if run_at is not None:
+        if delay not in (None, 0, 0.0):
+            raise InvalidArgument("give either delay or run_at, not both")
+        if isinstance(run_at, datetime):
+            return run_at.timestamp()  # a naive datetime is taken as local time
+        if isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not math.isfinite(run_at):
+            raise InvalidArgument(f"run_at must be a datetime or epoch seconds, got {run_at!r}")
+        return float(run_at)
+    if delay is None:
+        return now
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay) or delay < 0:
+        raise InvalidArgument(f"delay must be a finite number of seconds >= 0, got {delay!r}")
+    return now + delay
+
+
+def _task_from_claim(row: tuple, lease_until: float, token: int, worker_id: str) -> Task:
+    tid, ttype, payload, priority, attempts, max_attempts, run_at, created_at, key = row
+    return Task(tid, ttype, _decode(payload), priority, _RUNNING, attempts, max_attempts, run_at, created_at,
+                lease_until, token, worker_id, None, None, key)
+
+
+def _task_from_row(row: tuple) -> Task:
+    (tid, ttype, payload, priority, status, attempts, max_attempts, run_at, created_at,
+     lease_until, token, worker_id, result, error, key, finished_at) = row
+    return Task(tid, ttype, _decode(payload), priority, TaskStatus(status), attempts, max_attempts, run_at,
+                created_at, lease_until, token, worker_id, None if result is None else _decode(result), error,
+                key, finished_at)
+
+
+class Queue:
+    """A persistent task queue in one SQLite file (or a database named by URL)."""
+
+    def __init__(self, location: Union[str, "os.PathLike[str]"], *, durability: str = "normal",
+                 retry: Optional[RetryPolicy] = None, busy_timeout: float = 30.0, **backend_options: Any) -> None:
+        self._backend = backends.from_url(location, durability=durability, busy_timeout=busy_timeout,
+                                          **backend_options)
+        self.retry = retry if retry is not None else RetryPolicy()
+        if not isinstance(self.retry, RetryPolicy):
+            raise InvalidArgument(f"retry must be a RetryPolicy, got {retry!r}")
+        self._policies: dict[str, RetryPolicy] = {}
+        self._wakes: set[Callable[[], None]] = set()
+        self._rng = random.Random()
+
+    @property
+    def backend(self) -> backends.Backend:
+        return self._backend
+
+    # -- life cycle -------------------------------------------------------
+
+    async def open(self) -> "Queue":
+        """Open the database, creating or migrating its schema."""
+        await self._backend.open()
+        return self
+
+    async def close(self) -> None:
+        """Close the database connection."""
+        await self._backend.close()
+
+    async def __aenter__(self) -> "Queue":
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- retry policy -----------------------------------------------------
+
+    def set_retry_policy(self, task_type: str, policy: RetryPolicy) -> None:
+        """Use `policy` for tasks of `task_type` instead of the queue's default."""
+        if not isinstance(policy, RetryPolicy):
+            raise InvalidArgument(f"policy must be a RetryPolicy, got {policy!r}")
+        self._policies[_check_type(task_type)] = policy
+
+    def retry_policy(self, task_type: str) -> RetryPolicy:
+        """The retry policy that applies to `task_type`."""
+        return self._policies.get(task_type, self.retry)
+
+    # -- producing --------------------------------------------------------
+
+    async def enqueue(self, task_type: str, payload: Any = None, *, priority: int = 100, delay: float = 0.0,
+                      run_at: Union[datetime, float, None] = None, max_attempts: Optional[int] = None,
+                      idempotency_key: Optional[str] = None) -> int:
+        """Add one task; returns its id (the live task's id if `idempotency_key` is already queued or running)."""
+        now = time.time()
+        row = self._new_row(now, task_type, payload, priority, delay, run_at, max_attempts, idempotency_key)
+        (task_id,) = await self._backend.insert([row])
+        self._notify()
+        return task_id
+
+    async def enqueue_many(self, items: Iterable[Any], *, priority: int = 100, delay: float = 0.0,
+                           run_at: Union[datetime, float, None] = None,
+                           max_attempts: Optional[int] = None) -> list[int]:
+        """Add many tasks in one transaction; each item is (type, payload), (type, payload, options) or a dict."""
+        now = time.time()
+        rows = []
+        defaults = (priority, delay, run_at, max_attempts)
+        new_row = self._new_row
+        for item in items:
+            if type(item) is tuple and len(item) == 2:
+                rows.append(new_row(now, item[0], item[1], *defaults, None))
+                continue
+            task_type, payload, options = self._unpack(item)
+            opts = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
+                    "idempotency_key": None}
+            unknown = set(options) - set(opts)
+            if unknown:
+                raise InvalidArgument(f"unknown task option(s): {', '.join(sorted(unknown))}")
+            opts.update(options)
+            rows.append(new_row(now, task_type, payload, opts["priority"], opts["delay"], opts["run_at"],
+                                opts["max_attempts"], opts["idempotency_key"]))
+        if not rows:
+            return []
+        ids = await self._backend.insert(rows)
+        self._notify()
+        return ids
+
+    @staticmethod
+    def _unpack(item: Any) -> tuple[Any, Any, dict]:
+        if isinstance(item, dict):
+            options = dict(item)
+            try:
+                return options.pop("type"), options.pop("payload", None), options
+            except KeyError:
+                raise InvalidArgument(f"task dict needs a 'type': {item!r}") from None
+        if isinstance(item, (tuple, list)) and 1 <= len(item) <= 3:
+            payload = item[1] if len(item) > 1 else None
+            options = item[2] if len(item) > 2 and item[2] is not None else {}
+            if not isinstance(options, dict):
+                raise InvalidArgument(f"task options must be a dict, got {options!r}")
+            return item[0], payload, options
+        raise InvalidArgument(f"each task must be (type, payload), (type, payload, options) or a dict, got {item!r}")
+
+    def _new_row(self, now: float, task_type: Any, payload: Any, priority: Any, delay: Any, run_at: Any,
+                 max_attempts: Any, idempotency_key: Any) -> tuple:
+        _check_type(task_type)
+        _check_int("priority", priority)
+        if max_attempts is None:
+            max_attempts = self._policies.get(task_type, self.retry).max_attempts
+        elif _check_int("max_attempts", max_attempts) < 1:
+            raise InvalidArgument(f"max_attempts must be >= 1, got {max_attempts!r}")
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise InvalidArgument(f"idempotency_key must be a non-empty string or None, got {idempotency_key!r}")
+        due = now if (delay == 0 and run_at is None) else _due_time(now, delay, run_at)
+        return (task_type, encode_json(payload, "payload"), priority, due, max_attempts, now, idempotency_key)
+
+    # -- consuming --------------------------------------------------------
+
+    async def claim(self, worker_id: str, limit: int = 1, strategy: Union[Strategy, str] = Strategy.PRIORITY,
+                    lease_seconds: float = 30.0) -> list[Task]:
+        """Lease up to `limit` due tasks to `worker_id`, in the strategy's order."""
+        request = self._claim_request(worker_id, limit, strategy, lease_seconds)
+        result = await self._backend.cycle((), request, True, time.time())
+        return self._tasks(result, request)
+
+    def _claim_request(self, worker_id: str, limit: int, strategy: Union[Strategy, str],
+                       lease_seconds: float) -> ClaimRequest:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise InvalidArgument(f"worker_id must be a non-empty string, got {worker_id!r}")
+        if _check_int("limit", limit) < 0:
+            raise InvalidArgument(f"limit must be >= 0, got {limit!r}")
+        try:
+            strategy = Strategy(strategy)
+        except ValueError:
+            raise InvalidArgument(f"unknown strategy {strategy!r}") from None
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
+            raise InvalidArgument(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        return ClaimRequest(worker_id, limit, strategy.value, time.time() + lease_seconds,
+                            self._rng.getrandbits(62))
+
+    @staticmethod
+    def _tasks(result: CycleResult, request: ClaimRequest) -> list[Task]:
+        lease_until, token, worker_id = request.lease_until, request.token, request.worker_id
+        return [_task_from_claim(row, lease_until, token, worker_id) for row in result.claimed]
+
+    async def _cycle(self, finishes: Sequence[tuple], request: Optional[ClaimRequest],
+                     recover: bool) -> tuple[Optional[list[str]], list[Task], CycleResult]:
+        """The worker's round trip: acknowledge, recover, claim."""
+        result = await self._backend.cycle(finishes, request, recover, time.time())
+        tasks = self._tasks(result, request) if request is not None and result.claimed else []
+        return result.outcomes, tasks, result
+
+    def complete_record(self, task: Task, result: Any) -> tuple:
+        """The finish record that completes `task` with `result`."""
+        return (COMPLETE, task.id, task.token, encode_json(result, "result"), time.time())
+
+    def fail_record(self, task: Task, error: Any, retry: bool = True) -> tuple:
+        """The finish record for a failed attempt: a retry after backoff, or the dead letter."""
+        text = error if isinstance(error, str) else (f"{type(error).__name__}: {error}"
+                                                     if isinstance(error, BaseException) else str(error))
+        now = time.time()
+        if retry and task.attempts < task.max_attempts:
+            policy = self._policies.get(task.type, self.retry)
+            return (RETRY, task.id, task.token, text, now + policy.delay(task.attempts, self._rng))
+        return (FAIL, task.id, task.token, text, now)
+
+    @staticmethod
+    def release_record(task: Task) -> tuple:
+        """The finish record that hands an unfinished task back, its attempt not counted."""
+        return (RELEASE, task.id, task.token, None, time.time())
+
+    async def complete(self, task: Task, result: Any = None) -> None:
+        """Mark a claimed task completed; raises LeaseLost or TaskCancelled if the lease is no longer ours."""
+        record = self.complete_record(self._check_task(task), result)
+        await self._finish_one(task, record)
+        task.status, task.result, task.lease_until = TaskStatus.COMPLETED, result, None
+
+    async def fail(self, task: Task, error: Any, retry: bool = True) -> TaskStatus:
+        """Record a failed attempt; returns QUEUED when it will be retried, FAILED when it is dead."""
+        record = self.fail_record(self._check_task(task), error, retry)
+        await self._finish_one(task, record)
+        task.status = TaskStatus.QUEUED if record[0] == RETRY else TaskStatus.FAILED
+        task.error, task.lease_until = record[3], None
+        return task.status
+
+    async def release(self, task: Task) -> None:
+        """Hand a claimed task back to the queue unfinished, without counting the attempt."""
+        await self._finish_one(self._check_task(task), self.release_record(task))
+        task.status, task.lease_until = TaskStatus.QUEUED, None
+
+    async def extend_leases(self, tasks: Sequence[Task], lease_seconds: float) -> list[str]:
+        """Extend many leases in one transaction; returns an outcome per task ("ok", "cancelled", "lost", ...)."""
+        until = time.time() + lease_seconds
+        outcomes = await self._backend.extend([(t.id, t.token) for t in tasks], until)
+        for task, outcome in zip(tasks, outcomes):
+            if outcome == OK:
+                task.lease_until = until
+        return outcomes
+
+    async def extend_lease(self, task: Task, lease_seconds: float = 30.0) -> float:
+        """Push the task's lease `lease_seconds` into the future; returns the new lease end."""
+        self._check_task(task)
+        until = time.time() + lease_seconds
+        (outcome,) = await self._backend.extend([(task.id, task.token)], until)
+        raise_for_outcome(task, outcome)
+        task.lease_until = until
+        return until
+
+    @staticmethod
+    def _check_task(task: Any) -> Task:
+        if not isinstance(task, Task) or task.token is None:
+            raise InvalidArgument(f"expected a Task returned by claim(), got {task!r}")
+        return task
+
+    async def _finish_one(self, task: Task, record: tuple) -> None:
+        result = await self._backend.cycle((record,), None, False, time.time())
+        raise_for_outcome(task, OK if result.outcomes is None else result.outcomes[0])
+
+    # -- reading and managing -----------------------------------------------
+
+    async def get(self, task_id: int) -> Optional[Task]:
+        """The task with this id, or None."""
+        row = await self._backend.get(_check_int("task id", task_id))
+        return None if row is None else _task_from_row(row)
+
+    async def list_tasks(self, status: Union[TaskStatus, str, None] = None, task_type: Optional[str] = None,
+                         limit: int = 100) -> list[Task]:
+        """The newest tasks, optionally of one status and type."""
+        if status is not None:
+            try:
+                status = TaskStatus(status).value
+            except ValueError:
+                raise InvalidArgument(f"unknown status {status!r}") from None
+        rows = await self._backend.list_tasks(status, task_type, _check_int("limit", limit))
+        return [_task_from_row(r) for r in rows]
+
+    async def cancel(self, task_id: int) -> bool:
+        """Cancel a queued or running task; a running one's completion is then refused. False if finished."""
+        return await self._backend.cancel(_check_int("task id", task_id), time.time())
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts by status and by type, the oldest due task's age, and recent completions and failures."""
+        now = time.time()
+        raw = await self._backend.stats(now, tuple(RECENT_WINDOWS.values()))
+        by_status = {s.value: 0 for s in TaskStatus}
+        by_type: dict[str, dict[str, int]] = {}
+        for task_type, status, n in raw["counts"]:
+            by_status[status] = by_status.get(status, 0) + n
+            by_type.setdefault(task_type, {})[status] = n
+        oldest = raw["oldest_due"]
+        recent = {}
+        for name, window in RECENT_WINDOWS.items():
+            counts = raw["recent"][window]
+            recent[name] = {s: counts.get(s, 0) for s in ("completed", "failed", "cancelled")}
+        return {
+            "total": sum(by_status.values()),
+            "by_status": by_status,
+            "by_type": by_type,
+            "oldest_due_age": None if oldest is None else max(0.0, now - oldest),
+            "recent": recent,
+        }
+
+    async def recover(self) -> int:
+        """Requeue (or dead-letter) tasks whose leases expired; returns how many."""
+        return (await self._backend.cycle((), None, True, time.time())).recovered
+
+    async def purge(self, older_than: float) -> int:
+        """Delete finished tasks that finished more than `older_than` seconds ago; returns how many."""
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
+            raise InvalidArgument(f"older_than must be seconds >= 0, got {older_than!r}")
+        return await self._backend.purge(time.time() - older_than)
+
+    async def checkpoint(self, mode: str = "TRUNCATE") -> tuple:
+        """Copy the write-ahead log into the database file (and, by default, truncate it)."""
+        return await self._backend.checkpoint(mode)
+
+    async def vacuum(self) -> None:
+        """Rebuild the file to return the space of deleted rows."""
+        await self._backend.vacuum()
+
+    async def backup(self, dest: Union[str, "os.PathLike[str]"]) -> None:
+        """Copy the live database to `dest` with SQLite's online backup API."""
+        await self._backend.backup(os.fspath(dest))
+
+    async def integrity_check(self) -> list[str]:
+        """SQLite's integrity check: ['ok'] when the file is sound."""
+        return await self._backend.integrity_check()
+
+    # -- wake-ups -----------------------------------------------------------
+
+    def arm(self, wake: Callable[[], None]) -> None:
+        """Call `wake` when new work may be ready: at once for enqueues through this Queue, soon for others."""
+        self._wakes.add(wake)
+        self._backend.arm(wake)
+
+    def disarm(self, wake: Callable[[], None]) -> None:
+        """Stop calling `wake`."""
+        self._wakes.discard(wake)
+        self._backend.disarm(wake)
+
+    def _notify(self) -> None:
+        for wake in tuple(self._wakes):
+            wake()
+
+
+def raise_for_outcome(task: Task, outcome: str) -> None:
+    """Turn a fenced write's outcome into the package's exception, if it was refused."""
+    if outcome == OK:
+        return
+    if outcome == CANCELLED:
+        task.status = TaskStatus.CANCELLED
+        raise TaskCancelled(f"task {task.id} was cancelled; its result was not recorded")
+    if outcome == MISSING:
+        raise TaskNotFound(f"task {task.id} no longer exists")
+    raise LeaseLost(f"task {task.id}: the lease of token {task.token} was lost to another claim")

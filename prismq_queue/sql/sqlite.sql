@@ -1,0 +1,183 @@
+-- SQL of the SQLite backend. Each statement is named by a "-- name:" line and
+-- loaded by prismq_queue/sql/__init__.py; the backend code holds no SQL text.
+--
+-- Times are REAL seconds since the epoch, compared as numbers. Every query that
+-- looks for ready work repeats "status = 'queued'" literally, so that SQLite
+-- can use the partial indexes below: a claim then costs an index lookup,
+-- however many finished rows the table holds.
+
+-- name: schema_1
+CREATE TABLE prismq_tasks (
+    id              INTEGER PRIMARY KEY,
+    type            TEXT    NOT NULL,
+    payload         TEXT    NOT NULL,
+    priority        INTEGER NOT NULL,
+    status          TEXT    NOT NULL,
+    run_at          REAL    NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    max_attempts    INTEGER NOT NULL,
+    created_at      REAL    NOT NULL,
+    lease_until     REAL,
+    token           INTEGER,
+    worker_id       TEXT,
+    result          TEXT,
+    error           TEXT,
+    idempotency_key TEXT,
+    started_at      REAL,
+    finished_at     REAL
+);
+-- FIFO and LIFO walk ready tasks by due time; also gives the next due time.
+CREATE INDEX prismq_ready_due ON prismq_tasks (run_at, id) WHERE status = 'queued';
+-- PRIORITY and WEIGHTED_RANDOM walk ready tasks by priority, then due time.
+CREATE INDEX prismq_ready_priority ON prismq_tasks (priority, run_at, id) WHERE status = 'queued';
+-- Lease recovery finds expired leases without looking at other rows.
+CREATE INDEX prismq_leases ON prismq_tasks (lease_until) WHERE status = 'running';
+-- One unfinished task per idempotency key; the index itself settles races.
+CREATE UNIQUE INDEX prismq_idempotency ON prismq_tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running');
+-- Purge and the recent-window counts of stats() look only at finished rows.
+CREATE INDEX prismq_finished ON prismq_tasks (finished_at)
+    WHERE status IN ('completed', 'failed', 'cancelled');
+
+-- name: insert_task
+INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key)
+VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING;
+
+-- name: max_id
+SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
+
+-- name: id_by_key
+SELECT id FROM prismq_tasks
+WHERE idempotency_key = ? AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
+
+-- name: claim_fifo
+UPDATE prismq_tasks
+SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
+    worker_id = :worker_id, started_at = :now
+WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
+             ORDER BY run_at, id LIMIT :limit)
+RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+
+-- name: claim_lifo
+UPDATE prismq_tasks
+SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
+    worker_id = :worker_id, started_at = :now
+WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
+             ORDER BY run_at DESC, id DESC LIMIT :limit)
+RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+
+-- name: claim_priority
+UPDATE prismq_tasks
+SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
+    worker_id = :worker_id, started_at = :now
+WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
+             ORDER BY priority, run_at, id LIMIT :limit)
+RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+
+-- name: claim_level
+UPDATE prismq_tasks
+SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
+    worker_id = :worker_id, started_at = :now
+WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND priority = :priority
+             AND run_at <= :now ORDER BY run_at, id LIMIT :limit)
+RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+
+-- name: ready_levels
+-- The distinct priorities of ready tasks, lowest first, each found by one
+-- index seek past the previous one (a loose index scan), at most :max_levels.
+WITH RECURSIVE levels (priority, n) AS (
+    SELECT (SELECT priority FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
+            ORDER BY priority LIMIT 1), 1
+    UNION ALL
+    SELECT (SELECT priority FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
+            AND priority > levels.priority ORDER BY priority LIMIT 1), n + 1
+    FROM levels WHERE levels.priority IS NOT NULL AND n < :max_levels
+)
+SELECT priority FROM levels WHERE priority IS NOT NULL;
+
+-- name: complete
+UPDATE prismq_tasks
+SET status = 'completed', result = ?, finished_at = ?, lease_until = NULL
+WHERE id = ? AND token = ? AND status IN ('running', 'queued');
+
+-- name: retry
+UPDATE prismq_tasks
+SET status = 'queued', error = ?, run_at = ?, lease_until = NULL, worker_id = NULL
+WHERE id = ? AND token = ? AND status IN ('running', 'queued');
+
+-- name: fail
+UPDATE prismq_tasks
+SET status = 'failed', error = ?, finished_at = ?, lease_until = NULL
+WHERE id = ? AND token = ? AND status IN ('running', 'queued');
+
+-- name: release
+-- A task handed back unfinished (graceful stop): due again at once, and the
+-- aborted attempt is not counted against it.
+UPDATE prismq_tasks
+SET status = 'queued', run_at = ?, attempts = MAX(attempts - 1, 0), lease_until = NULL, worker_id = NULL
+WHERE id = ? AND token = ? AND status = 'running';
+
+-- name: fence_state
+SELECT status, token FROM prismq_tasks WHERE id = ?;
+
+-- name: extend_lease
+UPDATE prismq_tasks SET lease_until = ?
+WHERE id = ? AND token = ? AND status = 'running';
+
+-- name: recover_exhausted
+-- An expired lease whose task has used all its attempts: dead letter. The token
+-- is kept, so the late holder can be told apart from a stranger.
+UPDATE prismq_tasks
+SET status = 'failed', finished_at = :now, lease_until = NULL,
+    error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts || ' (worker ' || COALESCE(worker_id, '?') || ' stopped renewing it)'
+WHERE status = 'running' AND lease_until < :now AND attempts >= max_attempts;
+
+-- name: recover_requeue
+-- An expired lease: the worker died, the task did not fail, so it is due again
+-- at once (no backoff). The attempt was counted when it was claimed. The token
+-- is kept, so the late holder may still finish it until someone claims it again.
+UPDATE prismq_tasks
+SET status = 'queued', run_at = :now, lease_until = NULL, worker_id = NULL
+WHERE status = 'running' AND lease_until < :now;
+
+-- name: next_due
+SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued';
+
+-- name: next_lease_expiry
+SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running';
+
+-- name: any_ready
+SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ? LIMIT 1;
+
+-- name: get_task
+SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
+       lease_until, token, worker_id, result, error, idempotency_key, finished_at
+FROM prismq_tasks WHERE id = ?;
+
+-- name: list_tasks
+SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
+       lease_until, token, worker_id, result, error, idempotency_key, finished_at
+FROM prismq_tasks
+WHERE (:status IS NULL OR status = :status) AND (:type IS NULL OR type = :type)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: cancel
+UPDATE prismq_tasks
+SET status = 'cancelled', finished_at = ?, lease_until = NULL
+WHERE id = ? AND status IN ('queued', 'running');
+
+-- name: count_by_type_status
+SELECT type, status, COUNT(*) FROM prismq_tasks GROUP BY type, status;
+
+-- name: oldest_due
+SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?;
+
+-- name: finished_since
+SELECT status, COUNT(*) FROM prismq_tasks
+WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= ?
+GROUP BY status;
+
+-- name: purge
+DELETE FROM prismq_tasks
+WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?;

@@ -1,0 +1,84 @@
+"""Several worker processes, each with its own connection, on one file; and a worker killed mid-run."""
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from prismq_queue import Queue, TaskStatus, Worker
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.slow
+
+
+def spawn(db, log, *extra):
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "proc_worker.py"), db, log, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def executions(tmp_path):
+    runs = collections.Counter()
+    for name in os.listdir(tmp_path):
+        if name.endswith(".log"):
+            with open(tmp_path / name) as f:
+                runs.update(int(line) for line in f if line.strip())
+    return runs
+
+
+async def test_four_processes_complete_every_task_exactly_once(tmp_path, db_path):
+    async with Queue(db_path) as q:
+        ids = await q.enqueue_many([("job", i) for i in range(2000)])
+    procs = [spawn(db_path, str(tmp_path / f"w{i}.log"), "--concurrency", "8") for i in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert "database is locked" not in err
+    runs = executions(tmp_path)
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1  # no task ran twice
+    async with Queue(db_path) as q:
+        stats = await q.stats()
+        assert stats["by_status"]["completed"] == 2000 and stats["total"] == 2000
+        pids = {(await q.get(i)).result for i in ids[::50]}
+    assert len(pids) >= 2  # the work really was shared between processes
+
+
+async def test_killed_worker_tasks_are_recovered_after_the_lease(tmp_path, db_path):
+    async with Queue(db_path) as q:
+        ids = await q.enqueue_many([("job", i) for i in range(30)])
+    victim = spawn(db_path, str(tmp_path / "victim.log"), "--sleep", "0.5", "--concurrency", "5",
+                   "--lease", "1.0", "--forever")
+    assert victim.stdout.readline().strip() == "ready"
+    while sum(executions(tmp_path).values()) < 5:  # it holds 5 leases, mid-handler
+        await asyncio.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    async with Queue(db_path) as q:
+        stranded = [t for t in await q.list_tasks(status="running")]
+        assert stranded, "the killed worker should have left leased tasks behind"
+        rescuer = Worker(q, concurrency=10, lease_seconds=5)
+
+        async def handler(task):
+            with open(tmp_path / "rescuer.log", "a") as f:
+                f.write(f"{task.id}\n")
+
+        rescuer.register("job", handler)
+        runner = asyncio.create_task(rescuer.run())
+        for _ in range(1000):
+            if (await q.stats())["by_status"]["completed"] == 30:
+                break
+            await asyncio.sleep(0.02)
+        rescuer.stop()
+        await runner
+        tasks = [await q.get(i) for i in ids]
+    assert all(t.status == TaskStatus.COMPLETED for t in tasks)
+    for t in stranded:
+        again = next(x for x in tasks if x.id == t.id)
+        assert again.attempts == 2  # the lost attempt was counted, then it ran again
+    runs = executions(tmp_path)
+    assert set(runs) == set(ids)
