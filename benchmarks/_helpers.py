@@ -1,0 +1,337 @@
+"""Shared helpers of the benchmark suite; cheap to import (no prismq_queue import here).
+
+Everything a benchmark module needs lives here, so that the modules themselves read as
+"what is measured": temporary database files on disk (never ``:memory:``), seeded
+workload generators, an event loop made in ``setup`` (asv has no asyncio support),
+child processes that run workers or producers, and a few statistics.
+
+``PRISMQ_BENCH_SMOKE=1`` shrinks every size (the test suite runs each benchmark
+once that way); results taken with it are not meant to be compared with anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+SMOKE = os.environ.get("PRISMQ_BENCH_SMOKE", "") not in ("", "0")
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHILD = os.path.join(HERE, "_child.py")
+
+
+def size(full: int, smoke: int) -> int:
+    """A pinned workload size; the small one under PRISMQ_BENCH_SMOKE."""
+    return smoke if SMOKE else full
+
+
+REPEATS = 1 if SMOKE else 3  # medians are taken over this many measured repeats
+
+
+# ---------------------------------------------------------------- prismq_queue access
+def pq():
+    """The prismq_queue module, or NotImplementedError (asv then skips) where it is missing."""
+    try:
+        import prismq_queue
+    except ImportError as exc:  # commits before the package existed
+        raise NotImplementedError(f"prismq_queue not importable: {exc}")
+    return prismq_queue
+
+
+def need(obj: Any, *names: str) -> None:
+    """Skip (NotImplementedError) unless obj has every attribute named: features added later."""
+    missing = [n for n in names if not hasattr(obj, n)]
+    if missing:
+        raise NotImplementedError(f"{getattr(obj, '__name__', obj)!s} lacks {', '.join(missing)}")
+
+
+# ---------------------------------------------------------------- files and loops
+class TempDir:
+    """A temporary directory on disk (the default temp dir; never :memory:)."""
+
+    def __init__(self, prefix: str = "prismq-bench-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def file(self, name: str = "q.db") -> str:
+        return os.path.join(self.path, name)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_db(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+def close_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    if loop is None or loop.is_closed():
+        return
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def run(coro_or_fn, *args) -> Any:
+    """Run a coroutine (or a coroutine function with args) on a fresh loop, then close it."""
+    loop = new_loop()
+    try:
+        coro = coro_or_fn(*args) if callable(coro_or_fn) else coro_or_fn
+        return loop.run_until_complete(coro)
+    finally:
+        close_loop(loop)
+
+
+# ---------------------------------------------------------------- workloads
+def payloads(n: int, seed: int = 1, start: int = 0) -> list[dict]:
+    """n distinct small JSON payloads, the same for a given seed on every commit."""
+    rng = random.Random(seed)
+    return [{"n": start + i, "k": rng.randrange(1 << 30)} for i in range(n)]
+
+
+def noop_items(n: int, seed: int = 1, type_: str = "noop", start: int = 0) -> list[tuple]:
+    return [(type_, p) for p in payloads(n, seed, start)]
+
+
+def chunks(seq: Sequence, n: int) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+async def fill(q, n: int, type_: str = "noop", seed: int = 1, batch: int = 5000, start: int = 0,
+               **options: Any) -> list[int]:
+    """Enqueue n distinct tasks through enqueue_many in batches (fast prefill)."""
+    ids: list[int] = []
+    items = noop_items(n, seed, type_, start)
+    for part in chunks(items, batch):
+        ids.extend(await q.enqueue_many(list(part), **options))
+    return ids
+
+
+# ---------------------------------------------------------------- statistics
+def median(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.median(xs) if xs else math.nan
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, math.ceil(p / 100.0 * len(s)) - 1))
+    return s[k]
+
+
+def jain(xs: Sequence[float]) -> float:
+    """Jain's fairness index: 1.0 when all shares are equal, 1/n when one takes all."""
+    xs = list(xs)
+    if not xs:
+        return math.nan
+    sq = sum(x * x for x in xs)
+    return (sum(xs) ** 2) / (len(xs) * sq) if sq else 1.0
+
+
+def repeat_median(fn: Callable[[], float], repeats: int | None = None, warmup: bool = True) -> float:
+    """Median of `repeats` calls of fn() (after one unmeasured warm-up call when asked)."""
+    if warmup:
+        fn()
+    return median(fn() for _ in range(repeats or REPEATS))
+
+
+# ---------------------------------------------------------------- child processes
+def child_env() -> dict:
+    """Environment for child processes: the same prismq_queue the parent imports."""
+    env = dict(os.environ)
+    paths = [HERE]
+    try:
+        import prismq_queue  # noqa: F401
+
+        paths.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(prismq_queue.__file__))))
+    except ImportError:
+        pass
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(paths + ([old] if old else []))
+    return env
+
+
+class Child:
+    """A child process running benchmarks/_child.py MODE ARGS, talking JSON lines on stdin/stdout."""
+
+    def __init__(self, mode: str, *args: Any):
+        self.proc = subprocess.Popen(
+            [sys.executable, CHILD, mode, *[str(a) for a in args]],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
+            env=child_env(), text=True, bufsize=1,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send(self, msg: dict) -> None:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def recv(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            rc = self.proc.wait(timeout=10)
+            raise RuntimeError(f"benchmark child exited (rc={rc}) without answering")
+        return json.loads(line)
+
+    def close(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send({"cmd": "quit"})
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+def start_children(mode: str, argsets: Sequence[Sequence[Any]]) -> list[Child]:
+    """Start one child per argument set and wait until each says it is ready."""
+    kids = [Child(mode, *a) for a in argsets]
+    try:
+        for k in kids:
+            msg = k.recv()
+            if not msg.get("ready"):
+                raise RuntimeError(f"child not ready: {msg}")
+    except BaseException:
+        for k in kids:
+            k.proc.kill()
+            k.close()
+        raise
+    return kids
+
+
+def now() -> float:
+    """The clock every process of a benchmark shares (CLOCK_MONOTONIC is system-wide on Linux)."""
+    return time.monotonic()
+
+
+# ---------------------------------------------------------------- run-scoped sharing of one measurement
+def _asv_extra_params() -> dict | None:
+    """The extra parameters asv's runner passed to this benchmark process, if any.
+
+    asv does not tell a track_ benchmark about --quick; its runner (asv_runner.run._run)
+    holds them in a local called `extra_params` of the frame that calls setup and the
+    benchmark, so look for it. None outside asv (or if asv changes).
+    """
+    f = sys._getframe(1)
+    while f is not None:
+        ep = f.f_locals.get("extra_params")
+        if isinstance(ep, dict) and f.f_code.co_name == "_run":
+            return ep
+        f = f.f_back
+    return None
+
+
+def asv_quick() -> bool:
+    """True inside `asv run --quick` (asv sets number=repeat=rounds=1 for that run)."""
+    ep = _asv_extra_params()
+    return bool(ep) and ep.get("repeat") == 1 and ep.get("rounds") == 1 and ep.get("number") == 1
+
+
+def repeats() -> int:
+    """Measured repeats of one shared measurement: 3 (1 under --quick or smoke)."""
+    return 1 if (SMOKE or asv_quick()) else REPEATS
+
+
+_MEMO: dict = {}
+
+
+def _memo_dir() -> str | None:
+    """A directory private to this asv run, commit and environment (None outside asv)."""
+    if _asv_extra_params() is None:
+        return None
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/stat") as fh:
+            started = fh.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        started = "0"
+    tag = "-".join([str(ppid), started, os.environ.get("ASV_COMMIT", "wt")[:12],
+                    os.environ.get("ASV_ENV_NAME", "env").replace(os.sep, "_")[-60:],
+                    "q" if asv_quick() else "f"])
+    d = os.path.join(tempfile.gettempdir(), "prismq-bench-memo", tag)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def shared(key: str, fn: Callable[[], Any]) -> Any:
+    """fn() computed once per asv run (and commit, environment), shared by every track_ that asks.
+
+    Several track_ benchmarks read different figures of one costly measurement (for
+    example tasks/s, fairness and duplicates of one multi-process run). asv runs each
+    benchmark in its own process, so the first one to ask measures and stores the
+    result as JSON; the others read it. Like asv's setup_cache, but it knows --quick.
+    An error is stored too and raised again for every reader.
+    """
+    d = _memo_dir()
+    if d is None:
+        if key not in _MEMO:
+            try:
+                _MEMO[key] = ("ok", fn())
+            except NotImplementedError as exc:
+                _MEMO[key] = ("skip", str(exc))
+            except Exception as exc:  # noqa: BLE001
+                _MEMO[key] = ("error", f"{type(exc).__name__}: {exc}")
+        kind, value = _MEMO[key]
+    else:
+        path = os.path.join(d, key + ".json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                kind, value = json.load(fh)
+        else:
+            try:
+                kind, value = "ok", fn()
+            except NotImplementedError as exc:
+                kind, value = "skip", str(exc)
+            except Exception as exc:  # noqa: BLE001
+                import traceback
+
+                kind, value = "error", traceback.format_exc()
+            tmp = path + f".{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump([kind, value], fh)
+            os.replace(tmp, path)
+    if kind == "skip":
+        raise NotImplementedError(value)
+    if kind == "error":
+        raise RuntimeError(f"shared measurement {key} failed:\n{value}")
+    return value
+
+
+def clear_memo() -> None:
+    _MEMO.clear()

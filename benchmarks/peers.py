@@ -1,0 +1,324 @@
+"""Peers and the floor: the same enqueue / claim+acknowledge workload on other SQLite queues.
+
+Every system runs on its own file in WAL mode at synchronous=NORMAL (this SQLite build
+defaults to FULL, so each connection is set explicitly), with payloads of the same size,
+in the same asv run, one after the other, repeated and interleaved.  The hand-written
+sqlite3 queue is the floor: what plain SQLite does with no library around it, once with
+one statement per transaction and once with 100 operations per transaction.
+
+prismq_queue enqueues one task per ``await q.enqueue`` call and processes through its
+``Worker`` (the path a user takes); its ratio to each peer is a track of its own, so the
+dashboard shows where it stands and not only an absolute figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+
+from . import _helpers as h
+
+# Pinned sizes: each system gets a workload that takes roughly 0.2-1 s per repeat here.
+# persist-queue and litequeue scan their table on every claim, so their claim+ack cost
+# grows with the table; they get smaller workloads, which flatters them, not us.
+SIZES = {
+    "sqlite3_single": h.size(10_000, 300),
+    "sqlite3_batch100": h.size(50_000, 500),
+    "huey": h.size(10_000, 300),
+    "persist_queue": h.size(3_000, 200),
+    "litequeue": h.size(2_000, 200),
+    "prismq_queue": h.size(10_000, 300),
+}
+PEERS = ["sqlite3_single", "sqlite3_batch100", "huey", "persist_queue", "litequeue"]
+
+
+def _payload(i: int) -> str:
+    return json.dumps({"n": i, "k": (i * 2654435761) % (1 << 30)})
+
+
+def _normal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+# ---------------------------------------------------------------- the floor: plain sqlite3
+_FLOOR_DDL = """
+CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, payload TEXT NOT NULL,
+                                 status INTEGER NOT NULL DEFAULT 0, leased_at REAL);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (id) WHERE status = 0;
+"""
+_CLAIM_ONE = ("UPDATE jobs SET status = 1, leased_at = ? WHERE id = "
+              "(SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 1) RETURNING id, payload")
+_CLAIM_MANY = ("UPDATE jobs SET status = 1, leased_at = ? WHERE id IN "
+               "(SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT ?) RETURNING id, payload")
+
+
+def _floor_conn(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    _normal(conn)
+    conn.executescript(_FLOOR_DDL)
+    return conn
+
+
+def sqlite3_single(path: str, n: int) -> tuple[float, float]:
+    conn = _floor_conn(path)
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute("INSERT INTO jobs (payload) VALUES (?)", (_payload(i),))
+        t1 = time.perf_counter()
+        done = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(_CLAIM_ONE, (time.time(),)).fetchone()
+            conn.execute("COMMIT")
+            if row is None:
+                break
+            json.loads(row[1])
+            conn.execute("UPDATE jobs SET status = 2 WHERE id = ?", (row[0],))
+            done += 1
+        t2 = time.perf_counter()
+    finally:
+        conn.close()
+    assert done == n, (done, n)
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+def sqlite3_batch100(path: str, n: int) -> tuple[float, float]:
+    conn = _floor_conn(path)
+    try:
+        t0 = time.perf_counter()
+        for start in range(0, n, 100):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO jobs (payload) VALUES (?)",
+                             [(_payload(i),) for i in range(start, min(n, start + 100))])
+            conn.execute("COMMIT")
+        t1 = time.perf_counter()
+        done = 0
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute(_CLAIM_MANY, (time.time(), 100)).fetchall()
+            for r in rows:
+                json.loads(r[1])
+            conn.executemany("UPDATE jobs SET status = 2 WHERE id = ?", [(r[0],) for r in rows])
+            conn.execute("COMMIT")
+            if not rows:
+                break
+            done += len(rows)
+        t2 = time.perf_counter()
+    finally:
+        conn.close()
+    assert done == n, (done, n)
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+# ---------------------------------------------------------------- peer libraries
+def huey(path: str, n: int) -> tuple[float, float]:
+    from huey.storage import SqliteStorage
+
+    st = SqliteStorage(name="bench", filename=path)
+    st.conn.execute("PRAGMA synchronous=NORMAL")  # huey offers only OFF or FULL
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            st.enqueue(_payload(i).encode())
+        t1 = time.perf_counter()
+        done = 0
+        while True:  # huey has no acknowledgement: a dequeue deletes the row
+            data = st.dequeue()
+            if data is None:
+                break
+            json.loads(bytes(data))
+            done += 1
+        t2 = time.perf_counter()
+    finally:
+        st.close()
+    assert done == n, (done, n)
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+def persist_queue(path: str, n: int) -> tuple[float, float]:
+    import os
+
+    import persistqueue
+    from persistqueue.serializers import json as pq_json
+
+    q = persistqueue.SQLiteAckQueue(os.path.dirname(path), db_file_name=os.path.basename(path),
+                                    serializer=pq_json, auto_commit=True)
+    for conn in {id(q._putter): q._putter, id(q._getter): q._getter}.values():
+        conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.put(_payload(i))
+        t1 = time.perf_counter()
+        done = 0
+        while True:
+            try:
+                item = q.get(block=False, raw=True)
+            except persistqueue.Empty:
+                break
+            json.loads(item["data"])
+            q.ack(id=item["pqid"])
+            done += 1
+        t2 = time.perf_counter()
+    finally:
+        q.close()
+    assert done == n, (done, n)
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+def litequeue(path: str, n: int) -> tuple[float, float]:
+    from litequeue import LiteQueue
+
+    q = LiteQueue(path)  # sets WAL and synchronous=NORMAL itself
+    q.conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            q.put(_payload(i))
+        t1 = time.perf_counter()
+        done = 0
+        while True:
+            m = q.pop()
+            if m is None:
+                break
+            json.loads(m.data)
+            q.done(m.message_id)
+            done += 1
+        t2 = time.perf_counter()
+    finally:
+        q.close()
+    assert done == n, (done, n)
+    return n / (t1 - t0), n / (t2 - t1)
+
+
+# ---------------------------------------------------------------- prismq_queue, same workload
+def prismq_queue(path: str, n: int) -> tuple[float, float]:
+    pq = h.pq()
+
+    async def go():
+        q = pq.Queue(path, durability="normal")
+        await q.open()
+        try:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await q.enqueue("noop", {"n": i, "k": (i * 2654435761) % (1 << 30)})
+            t1 = time.perf_counter()
+            done = 0
+
+            def handler(task):
+                nonlocal done
+                done += 1
+
+            async def ahandler(task):
+                handler(task)
+
+            w = pq.Worker(q, concurrency=50, lease_seconds=30)
+            w.register("noop", ahandler)
+            await w.run(until_empty=True)
+            t2 = time.perf_counter()
+        finally:
+            await q.close()
+        assert done == n, (done, n)
+        return n / (t1 - t0), n / (t2 - t1)
+
+    return h.run(go)
+
+
+SYSTEMS = {f.__name__: f for f in (sqlite3_single, sqlite3_batch100, huey, persist_queue, litequeue,
+                                   prismq_queue)}
+
+
+def measure_all(systems=None, repeats: int | None = None) -> dict:
+    """{system: {"enqueue": rate, "claim_ack": rate}} medians over repeats, systems interleaved."""
+    systems = list(systems or SYSTEMS)
+    repeats = repeats or h.repeats()
+    samples = {s: {"enqueue": [], "claim_ack": []} for s in systems}
+    errors = {}
+    tmp = h.TempDir()
+    try:
+        for r in range(repeats + 1):  # round 0 is a warm-up (imports, page cache)
+            for s in systems:
+                if s in errors:
+                    continue
+                path = tmp.file(f"{s}-{r}.db")
+                try:
+                    enq, cyc = SYSTEMS[s](path, SIZES[s] if r else max(50, SIZES[s] // 10))
+                except (NotImplementedError, ImportError) as exc:  # peer library not installed
+                    errors[s] = f"{type(exc).__name__}: {exc}"
+                    continue
+                finally:
+                    h.remove_db(path)
+                if r:
+                    samples[s]["enqueue"].append(enq)
+                    samples[s]["claim_ack"].append(cyc)
+    finally:
+        tmp.cleanup()
+    out = {}
+    for s in systems:
+        if s in errors:
+            out[s] = None
+        else:
+            out[s] = {k: h.median(v) for k, v in samples[s].items()}
+    return out
+
+
+_LABEL = {
+    "sqlite3_single": "hand-written sqlite3, 1 statement/txn",
+    "sqlite3_batch100": "hand-written sqlite3, 100 per txn",
+    "huey": "huey SqliteStorage",
+    "persist_queue": "persist-queue SQLiteAckQueue",
+    "litequeue": "litequeue",
+    "prismq_queue": "prismq_queue",
+}
+_OP = {"enqueue": "enqueue", "claim_ack": "claim+ack"}
+
+
+class _PeerRun:
+    """One measurement of every system, shared by both classes below."""
+
+    timeout = 600
+
+    def setup(self, *params):
+        self.cache = h.shared("peers", measure_all)
+
+
+class PeerRates(_PeerRun):
+    """Absolute rates of every system on the shared workload (tasks/s, higher is better)."""
+
+    params = [list(SYSTEMS), ["enqueue", "claim_ack"]]
+    param_names = ["system", "op"]
+    unit = "tasks/s"
+    version = 1
+
+    def setup(self, system, op):
+        super().setup()
+        if self.cache.get(system) is None:
+            raise NotImplementedError(f"{system} not measurable here (library missing?)")
+
+    def track_rate(self, system, op):
+        return self.cache[system][op]
+
+    track_rate.pretty_name = "Peers: tasks/s per system and operation (WAL, synchronous=NORMAL)"
+
+
+class PrismqRatio(_PeerRun):
+    """prismq_queue's rate divided by each peer's, same run (>1 means prismq_queue is faster)."""
+
+    params = [PEERS, ["enqueue", "claim_ack"]]
+    param_names = ["peer", "op"]
+    unit = "ratio"
+    version = 1
+
+    def setup(self, peer, op):
+        super().setup()
+        if self.cache.get("prismq_queue") is None or self.cache.get(peer) is None:
+            raise NotImplementedError(f"{peer} or prismq_queue not measurable here")
+
+    def track_ratio(self, peer, op):
+        return self.cache["prismq_queue"][op] / self.cache[peer][op]
+
+    track_ratio.pretty_name = "Peers: prismq_queue rate / peer rate"

@@ -1,0 +1,181 @@
+"""The asv benchmark suite itself: `asv check` passes and every benchmark runs once.
+
+Every benchmark in benchmarks/ is run against the working tree with
+PRISMQ_BENCH_SMOKE=1 (tiny pinned sizes, one repeat), by calling the classes the way
+asv does (setup_cache, setup, benchmark, teardown), in a child process; each track_
+must return a finite number >= 0 and nothing may raise. One cheap benchmark also runs
+through asv itself (`asv run --python=same --quick --dry-run`). No timing is asserted.
+Skipped when asv is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import json
+import math
+import os
+import pkgutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEER_LIBS = {"huey": "huey", "persist_queue": "persistqueue", "litequeue": "litequeue"}
+PREFIXES = ("time_", "track_", "peakmem_", "mem_", "timeraw_")
+
+
+def _asv_env() -> dict:
+    env = dict(os.environ)
+    env["PRISMQ_BENCH_SMOKE"] = "1"
+    env.setdefault("HOME", tempfile.gettempdir())
+    return env
+
+
+def _asv(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asv", *args], cwd=ROOT, env=_asv_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def asv_ready():
+    pytest.importorskip("asv", reason="asv is not installed (pip install asv==0.6.6)")
+    out = _asv("machine", "--yes")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_asv_check(asv_ready):
+    out = _asv("check", "--python=same")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "No problems found" in out.stdout + out.stderr
+
+
+def test_one_benchmark_through_asv(asv_ready):
+    out = _asv("run", "--python=same", "--quick", "--dry-run", "--show-stderr",
+               "--bench", r"^throughput\.Enqueue\.")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "failed" not in text, text
+    assert "track_enqueue_many" in text, text
+
+
+def test_every_benchmark_runs_once(asv_ready):
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=_asv_env(),
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ran"] > 50, report
+    missing_peers = {k for k, mod in PEER_LIBS.items() if importlib.util.find_spec(mod) is None}
+    bad = [f for f in report["failures"]]
+    bad += [s for s in report["skips"] if not any(p in s for p in missing_peers)]
+    assert not bad, "\n\n".join(bad)
+
+
+def test_targets_name_real_benchmarks():
+    """Every headline in benchmarks/targets.json names a benchmark and parameter values that exist."""
+    sys.path.insert(0, ROOT)
+    with open(os.path.join(ROOT, "benchmarks", "targets.json")) as fh:
+        targets = json.load(fh)
+    found = {f"{q}.{n}": cls for q, cls, names in _benchmarks() for n in names}
+    for t in targets:
+        assert t["name"] in found, t["name"]
+        assert t["better"] in ("higher", "lower"), t
+        assert t.get("target") is None or isinstance(t["target"], (int, float)), t
+        cls = found[t["name"]]
+        params = getattr(cls, "params", [])
+        if params and not isinstance(params[0], (list, tuple)):
+            params = [params]
+        names = list(getattr(cls, "param_names", []))
+        assert sorted(t["params"]) == sorted(names), (t["name"], t["params"], names)
+        for key, value in t["params"].items():
+            assert value in [repr(v) for v in params[names.index(key)]], (t["name"], key, value)
+
+
+# ---------------------------------------------------------------- the driver (run as a script)
+def _benchmarks():
+    import benchmarks
+
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"benchmarks.{info.name}")
+        for cname, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != mod.__name__ or cname.startswith("_"):
+                continue
+            names = [n for n in dir(cls) if n.startswith(PREFIXES) and callable(getattr(cls, n))]
+            if names:
+                yield f"{info.name}.{cname}", cls, names
+
+
+def _drive() -> dict:
+    sys.path.insert(0, ROOT)
+    os.environ["PRISMQ_BENCH_SMOKE"] = "1"
+    ran, failures, skips, values = 0, [], [], {}
+    workdir = tempfile.mkdtemp(prefix="prismq-bench-smoke-")
+    os.chdir(workdir)  # setup_cache writes its files into the working directory, as under asv
+    for qual, cls, names in _benchmarks():
+        params = getattr(cls, "params", [])
+        if params and not isinstance(params[0], (list, tuple)):
+            params = [params]
+        combos = list(itertools.product(*params)) if params else [()]
+        cache = []
+        if hasattr(cls, "setup_cache"):
+            try:
+                cache = [cls().setup_cache()]
+            except NotImplementedError as exc:
+                skips.append(f"{qual}.setup_cache: {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001
+                import traceback
+
+                failures.append(f"{qual}.setup_cache: {traceback.format_exc()}")
+                continue
+        for name in names:
+            for combo in combos:
+                label = f"{qual}.{name}{list(combo) if combo else ''}"
+                obj = cls()
+                args = [*cache, *combo]
+                t0 = time.perf_counter()
+                try:
+                    if hasattr(obj, "setup"):
+                        obj.setup(*args)
+                except NotImplementedError as exc:
+                    skips.append(f"{label}: {exc}")
+                    continue
+                except Exception:  # noqa: BLE001
+                    import traceback
+
+                    failures.append(f"{label} setup: {traceback.format_exc()}")
+                    continue
+                try:
+                    value = getattr(obj, name)(*args)
+                    if name.startswith("track_"):
+                        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                                or not math.isfinite(value) or value < 0:
+                            raise AssertionError(f"returned {value!r}, not a finite number >= 0")
+                        values[label] = value
+                    ran += 1
+                except NotImplementedError as exc:
+                    failures.append(f"{label}: NotImplementedError outside setup: {exc}")
+                except Exception:  # noqa: BLE001
+                    import traceback
+
+                    failures.append(f"{label}: {traceback.format_exc()}")
+                finally:
+                    if hasattr(obj, "teardown"):
+                        try:
+                            obj.teardown(*args)
+                        except Exception:  # noqa: BLE001
+                            import traceback
+
+                            failures.append(f"{label} teardown: {traceback.format_exc()}")
+                print(f"{time.perf_counter() - t0:7.2f}s {label}", file=sys.stderr)
+    return {"ran": ran, "failures": failures, "skips": skips, "values": values}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_drive()))
