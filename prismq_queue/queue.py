@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring
 import math
 import os
 import random
@@ -18,7 +19,21 @@ from .strategy import Strategy
 from .task import Task, TaskStatus
 
 RECENT_WINDOWS = {"last_1m": 60.0, "last_5m": 300.0, "last_1h": 3600.0}
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
+def _unencodable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+if c_make_encoder is not None:
+    # The C encoder called directly: the same output as json.dumps(separators=(",", ":"),
+    # ensure_ascii=False, allow_nan=False), without a microsecond of Python-level set-up per
+    # payload, which is a third of the cost of enqueue_many.
+    _c_encode = c_make_encoder(None, _unencodable, encode_basestring, None, ":", ",", False, False, False)
+
+    def _encode(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+else:  # pragma: no cover - CPython always has the C encoder
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,
+                               default=_unencodable).encode
 _decode = json.loads
 _RUNNING = TaskStatus.RUNNING
 
@@ -137,22 +152,35 @@ class Queue:
                            max_attempts: Optional[int] = None) -> list[int]:
         """Add many tasks in one transaction; each item is (type, payload), (type, payload, options) or a dict."""
         now = time.time()
-        rows = []
-        defaults = (priority, delay, run_at, max_attempts)
-        new_row = self._new_row
-        for item in items:
-            if type(item) is tuple and len(item) == 2:
-                rows.append(new_row(now, item[0], item[1], *defaults, None))
-                continue
-            task_type, payload, options = self._unpack(item)
-            opts = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
-                    "idempotency_key": None}
-            unknown = set(options) - set(opts)
-            if unknown:
-                raise InvalidArgument(f"unknown task option(s): {', '.join(sorted(unknown))}")
-            opts.update(options)
-            rows.append(new_row(now, task_type, payload, opts["priority"], opts["delay"], opts["run_at"],
-                                opts["max_attempts"], opts["idempotency_key"]))
+        # Check the batch-wide options once; then each plain (type, payload) item
+        # costs a type check, a dict lookup and one JSON encoding.
+        _, _, prio, due, _, _, _ = self._new_row(now, "-", None, priority, delay, run_at, max_attempts, None)
+        policies, default_max = self._policies, self.retry.max_attempts
+        rows: list[tuple] = []
+        append = rows.append
+        try:
+            for item in items:
+                if type(item) is tuple and len(item) == 2:
+                    task_type, payload = item
+                    if type(task_type) is not str or not task_type or task_type.isspace():
+                        _check_type(None if type(task_type) is str else task_type)
+                    limit = max_attempts or (policies[task_type].max_attempts if task_type in policies
+                                             else default_max)
+                    append((task_type, _encode(payload), prio, due, limit, now, None))
+                    continue
+                task_type, payload, options = self._unpack(item)
+                opts = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
+                        "idempotency_key": None}
+                unknown = set(options) - set(opts)
+                if unknown:
+                    raise InvalidArgument(f"unknown task option(s): {', '.join(sorted(unknown))}")
+                opts.update(options)
+                append(self._new_row(now, task_type, payload, opts["priority"], opts["delay"], opts["run_at"],
+                                     opts["max_attempts"], opts["idempotency_key"]))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            if isinstance(exc, InvalidArgument):
+                raise
+            raise PayloadError(f"payload of task {len(rows)} is not JSON-serializable: {exc}") from None
         if not rows:
             return []
         ids = await self._backend.insert(rows)

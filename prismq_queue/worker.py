@@ -109,19 +109,26 @@ class Worker:
 
     async def _work(self, until_empty: bool) -> None:
         queue = self.queue
+        claimed: list[Task] = []  # leased by the last trip, not started yet
         failures = 0
         while not self._stopping:
-            free = self.concurrency - len(self._active)
+            free = self.concurrency - len(self._active) - len(claimed)
             finishes, self._done = self._done, []
             request = (queue._claim_request(self.worker_id, free, self.strategy, self.lease_seconds)
                        if free > 0 else None)
             if request is None and not finishes:
+                self._start_all(claimed)
+                claimed = []
                 await self._wait(None)  # every slot busy: wait for a handler to finish
                 continue
+            # One trip: acknowledge what finished, recover expired leases, claim. While
+            # the database thread works on it, this thread runs the last batch's handlers.
+            trip = asyncio.ensure_future(queue._cycle(finishes, request, True))
+            self._start_all(claimed)
             try:
-                # One trip: acknowledge what finished, recover expired leases, claim.
-                outcomes, tasks, result = await queue._cycle(finishes, request, True)
+                outcomes, claimed, result = await trip
             except QueueError as exc:
+                claimed = []
                 self._done = finishes + self._done  # keep them for the next try
                 failures += 1
                 log.warning("worker %s: round trip failed (%s); retrying", self.worker_id, exc)
@@ -130,18 +137,20 @@ class Worker:
             failures = 0
             if outcomes is not None:
                 self._count_refused(finishes, outcomes)
-            for task in tasks:
-                self._start(task)
-            if request is not None and len(tasks) == request.limit:
-                continue  # a full batch: more may be waiting
+            if request is not None and len(claimed) == request.limit:
+                continue  # a full batch: more may be waiting, so claim again while it runs
+            self._start_all(claimed)
+            claimed = []
             if self._done:
                 continue
-            if until_empty and not tasks and not self._active:
+            if until_empty and not self._active:
                 return
-            if request is None or self._active and len(self._active) >= self.concurrency:
+            if request is None or len(self._active) >= self.concurrency:
                 await self._wait(None)
             else:
                 await self._wait(self._idle_timeout(result), want_work=True)
+        for task in claimed:  # stopping: hand back what never started
+            self._done.append(queue.release_record(task))
 
     def _idle_timeout(self, result: Any) -> float:
         now = time.time()
@@ -181,8 +190,26 @@ class Worker:
 
     # -- running handlers -----------------------------------------------------
 
+    def _start_all(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            self._start(task)
+
     def _start(self, task: Task) -> None:
-        self._active[task.id] = (task, self._loop.create_task(self._execute(task)))
+        # Start the handler eagerly: run its coroutine up to its first real wait
+        # right here. A handler that never waits (a cache hit, a no-op) finishes
+        # without a Task or an event-loop round; one that waits continues in a
+        # Task from where it stopped (what asyncio's eager task factory does).
+        self._active[task.id] = (task, None)
+        coro = self._execute(task)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        except BaseException:
+            coro.close()
+            raise
+        if task.id in self._active:
+            self._active[task.id] = (task, self._loop.create_task(_continue(coro, waiting_on)))
 
     async def _execute(self, task: Task) -> None:
         queue = self.queue
@@ -248,17 +275,18 @@ class Worker:
                 log.warning("worker %s: heartbeat failed (%s)", self.worker_id, exc)
                 continue
             for task, outcome in zip(tasks, outcomes):
-                if outcome == CANCELLED and task.id in self._active:
+                handle = self._active.get(task.id, (None, None))[1]
+                if outcome == CANCELLED and handle is not None:
                     self._cancelled.add(task.id)
-                    self._active[task.id][1].cancel()
+                    handle.cancel()
                 elif outcome == LOST:
                     log.warning("worker %s: lease of task %s was lost", self.worker_id, task.id)
 
     async def _shutdown(self) -> None:
-        running = [handle for _, handle in self._active.values()]
+        running = [handle for _, handle in self._active.values() if handle is not None]
         if running and self.grace_period > 0:
             await asyncio.wait(running, timeout=self.grace_period)
-        leftover = [handle for _, handle in self._active.values()]
+        leftover = [handle for _, handle in self._active.values() if handle is not None]
         for handle in leftover:
             handle.cancel()  # each records a release as it unwinds
         if leftover:
@@ -280,3 +308,32 @@ class Worker:
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without loop signal handlers
         return installed
+
+
+async def _continue(coro: Any, waiting_on: Any) -> Any:
+    """Drive a coroutine that was started outside a Task, from the wait it stopped at."""
+    return await _Resumed(coro, waiting_on)
+
+
+class _Resumed:
+    """Awaitable that hands the coroutine's pending wait to the running Task, then steps the coroutine."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self._coro, self._first = coro, first
+
+    def __await__(self) -> Any:
+        coro, yielded = self._coro, self._first
+        while True:
+            try:
+                sent = yield yielded
+            except BaseException as exc:  # cancellation and the like go to the handler
+                step = coro.throw
+                arg: Any = exc
+            else:
+                step, arg = coro.send, sent
+            try:
+                yielded = step(arg)
+            except StopIteration as stop:
+                return stop.value

@@ -23,11 +23,12 @@ from .base import (
     CANCELLED, COMPLETE, FAIL, LOST, MISSING, OK, RELEASE, RETRY,
     Backend, ClaimRequest, CycleResult,
 )
+from .sqlite_checkpointer import Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: Q["schema_1"]}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"]}
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
@@ -78,6 +79,7 @@ class SQLiteBackend(Backend):
         self._conn: Optional[aiosqlite.Connection] = None
         self._raw: Optional[sqlite3.Connection] = None
         self._watcher: Optional[ChangeWatcher] = None
+        self._checkpointer: Optional[Checkpointer] = None
         self._rng = random.Random()
 
     # -- connection -----------------------------------------------------
@@ -94,15 +96,17 @@ class SQLiteBackend(Backend):
             self._raw = await conn._execute(lambda: conn._conn)
             self._conn = conn
             await self._call(self._setup)
+            self._checkpointer = Checkpointer(self.path)
         except BaseException:
             self._conn = self._raw = None
             await conn.close()
             raise
 
     async def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        for helper in (self._watcher, self._checkpointer):
+            if helper is not None:
+                helper.stop()
+        self._watcher = self._checkpointer = None
         if self._conn is not None:
             conn, self._conn, self._raw = self._conn, None, None
             await conn.close()
@@ -119,6 +123,7 @@ class SQLiteBackend(Backend):
         c.execute("PRAGMA synchronous = " + SYNCHRONOUS[self.durability])
         c.execute("PRAGMA temp_store = MEMORY")
         c.execute("PRAGMA cache_size = -16000")
+        c.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer thread does it, off the commit path
         if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             c.execute("PRAGMA journal_mode = WAL").fetchall()
         if version < SCHEMA_VERSION:
@@ -188,13 +193,16 @@ class SQLiteBackend(Backend):
 
     @staticmethod
     def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
-        # Ids are given explicitly, counting up from the largest one: under the
-        # write lock nobody else can take them, and executemany can then insert
-        # the whole batch in one call and still tell each caller its id.
         first = c.execute(Q["max_id"]).fetchone()[0] + 1
         if all(row[6] is None for row in rows):
-            c.executemany(Q["insert_task"], [(first + i, *row) for i, row in enumerate(rows)])
-            return list(range(first, first + len(rows)))
+            # Without keys nothing can conflict: one executemany, and the ids are
+            # first .. first+n-1 (each row takes the largest id plus one, and we
+            # hold the write lock). Checked, because ids are what callers keep.
+            c.executemany(Q["insert_plain"], rows)
+            last = first + len(rows) - 1
+            if c.execute(Q["max_id"]).fetchone()[0] != last:
+                raise DatabaseError("row ids were not assigned consecutively; the batch was rolled back")
+            return list(range(first, last + 1))
         ids = []
         next_id = first
         for row in rows:
@@ -313,11 +321,14 @@ class SQLiteBackend(Backend):
 
     @staticmethod
     def _stats(c: sqlite3.Connection, now: float, windows: Sequence[float]) -> dict[str, Any]:
-        return {
-            "counts": c.execute(Q["count_by_type_status"]).fetchall(),
-            "oldest_due": c.execute(Q["oldest_due"], (now,)).fetchone()[0],
-            "recent": {w: dict(c.execute(Q["finished_since"], (now - w,)).fetchall()) for w in windows},
-        }
+        cutoffs = {f"w{i + 1}": now - w for i, w in enumerate(windows)}
+        counts, recent = [], {w: {} for w in windows}
+        for task_type, status, n, *in_windows in c.execute(Q["count_by_type_status"], cutoffs):
+            counts.append((task_type, status, n))
+            for window, k in zip(windows, in_windows):
+                if k:
+                    recent[window][status] = recent[window].get(status, 0) + k
+        return {"counts": counts, "oldest_due": c.execute(Q["oldest_due"], (now,)).fetchone()[0], "recent": recent}
 
     async def purge(self, before: float) -> int:
         return await self._write(lambda c: c.execute(Q["purge"], (before,)).rowcount)

@@ -44,6 +44,12 @@ INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attem
 VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING;
 
+-- name: insert_plain
+-- Tasks without an idempotency key: SQLite gives each new row the largest id
+-- plus one, so a batch inserted under the write lock gets consecutive ids.
+INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key)
+VALUES (?, ?, ?, 'queued', ?, ?, ?, ?);
+
 -- name: max_id
 SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
 
@@ -168,16 +174,20 @@ SET status = 'cancelled', finished_at = ?, lease_until = NULL
 WHERE id = ? AND status IN ('queued', 'running');
 
 -- name: count_by_type_status
-SELECT type, status, COUNT(*) FROM prismq_tasks GROUP BY type, status;
+-- One pass over the table: counts by type and status, and how many of each
+-- finished within the three recent windows (:w1, :w2, :w3 are cut-off times).
+SELECT type, status, COUNT(*),
+       SUM(finished_at >= :w1), SUM(finished_at >= :w2), SUM(finished_at >= :w3)
+FROM prismq_tasks GROUP BY type, status;
 
 -- name: oldest_due
 SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?;
 
--- name: finished_since
-SELECT status, COUNT(*) FROM prismq_tasks
-WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at >= ?
-GROUP BY status;
-
 -- name: purge
 DELETE FROM prismq_tasks
 WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?;
+
+-- name: schema_2
+-- Version 2 drops the index over finished rows: it cost every acknowledgement
+-- an index insert, for purge() and stats(), which scan the table anyway.
+DROP INDEX IF EXISTS prismq_finished;
