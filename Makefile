@@ -1,24 +1,74 @@
-# Two commands do all the set-up: `make test` (here) and `make bench` (with the asv suite).
-# Each creates what it needs (a virtual environment with the package and the
-# test tools) on first use and reuses it after.
+# Two commands do all the set-up: `make test` and `make bench`.
+# Each creates what it needs (a virtual environment with the package, the
+# test tools and asv) on first use and reuses it after.
+#
+#   make test                       the tests (also checks the benchmark suite)
+#   make bench                      benchmark the newest commits of main that have no
+#                                   results here, publish the dashboard, write the report
+#        RANGE=v0.1.0..main         any asv range instead (ALL, TAGS, NEW, a..b)
+#        COUNT=10                   how many of the newest commits by default
+#        QUICK=1                    one sample per benchmark (a fast, rough pass)
+#        BENCH=regex                only the benchmarks matching regex (asv -b)
+#   make preview                    serve the dashboard (asv preview)
+#   make compare [BASE=main]        the pull-request gate: HEAD against its merge base
+#        FACTOR=...  BENCH=regex    with BASE; exits non-zero on a significant slowdown
+#        ROUNDS=n                   asv rounds per commit (more: steadier, slower)
+#   make noise [NOISE_ROUNDS=3]     measure same-commit noise (how FACTOR was chosen)
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ASV_VERSION := 0.6.6
+ASV_STAMP := $(VENV)/.asv-$(ASV_VERSION)
 
-.PHONY: test venv clean
+RANGE ?=
+COUNT ?= 10
+QUICK ?=
+BENCH ?=
+BASE ?= main
+ROUNDS ?=
+# Chosen from the measured same-commit noise of this suite on a 2-core machine:
+# see "Benchmarks" in README.md (make noise measures it again).
+FACTOR ?= 1.5
+NOISE_ROUNDS ?= 3
 
-venv: $(STAMP)
+.PHONY: test venv asv bench preview compare noise clean
 
-$(STAMP): pyproject.toml
+venv: $(STAMP) $(ASV_STAMP)
+
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# asv and virtualenv (asv builds its benchmark environments with virtualenv).
+# Not tied to pyproject.toml, so a throwaway clone can reuse this venv (VENV=...).
+$(ASV_STAMP): | $(VENV)/bin/python
+	$(PY) -m pip install --quiet asv==$(ASV_VERSION) virtualenv
+	touch $(ASV_STAMP)
+
+asv: $(ASV_STAMP)
+
+test: $(STAMP) $(ASV_STAMP)
 	$(PY) -m pytest -q
+
+bench: $(ASV_STAMP)
+	$(PY) tools/bench.py --count '$(COUNT)' $(if $(RANGE),--range '$(RANGE)') \
+	    $(if $(filter-out 0 no false,$(QUICK)),--quick) $(if $(BENCH),--bench '$(BENCH)')
+
+preview: $(ASV_STAMP)
+	$(VENV)/bin/asv preview
+
+compare: $(ASV_STAMP)
+	$(PY) tools/compare.py --base '$(BASE)' --factor '$(FACTOR)' $(if $(BENCH),--bench '$(BENCH)') \
+	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
+
+noise: $(ASV_STAMP)
+	$(PY) tools/noise.py --rounds '$(NOISE_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

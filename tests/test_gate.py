@@ -1,0 +1,94 @@
+"""The pull-request gate catches what it exists for.
+
+In a throwaway clone of this repository (its committed HEAD): a commit that only
+changes a comment must pass `make compare`, and a commit that slows down the
+claim path (a sleep in Queue.claim) must fail it.  `make compare` runs
+`asv continuous` on a small subset of the suite (GATE_BENCH: the claim+complete
+operation, ~0.4 ms; the sleep makes it ~5.4 ms), with the factor the Makefile sets
+for the whole suite and 4 interleaved rounds per commit.
+
+Needs asv (make test installs it); takes a few minutes on a 2-core machine,
+most of it building asv's benchmark environment once.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("asv", reason="asv is not installed: run the tests with `make test`")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GATE_BENCH = os.environ.get("GATE_BENCH", r"operations\.ClaimComplete\.")
+GIT = ["git", "-c", "user.name=gate", "-c", "user.email=gate@example.invalid"]
+
+COMMENT_ONLY = "\n# A comment: this commit changes no code, the gate must let it through.\n"
+SLOWDOWN = '''
+# Deliberate slowdown of the claim path (tests/test_gate.py): the gate must stop it.
+import time as _gate_time
+
+_gate_original_claim = Queue.claim
+
+
+async def _gate_slow_claim(self, *args, **kwargs):
+    _gate_time.sleep(0.005)
+    return await _gate_original_claim(self, *args, **kwargs)
+
+
+Queue.claim = _gate_slow_claim
+'''
+
+
+def git(*args, cwd):
+    return subprocess.run([*GIT, *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_append(clone, text, message):
+    path = os.path.join(clone, "prismq_queue", "__init__.py")
+    with open(path, "a") as f:
+        f.write(text)
+    git("commit", "-qam", message, cwd=clone)
+    return git("rev-parse", "HEAD", cwd=clone)
+
+
+def make_compare(clone, base):
+    # the Makefile's FACTOR, 4 interleaved rounds per commit: steadier on a busy machine
+    cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={GATE_BENCH}", "ROUNDS=4",
+           f"VENV={sys.prefix}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    out = res.stdout + res.stderr
+    print(out[-6000:])
+    return res.returncode, out
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    if not os.path.exists(os.path.join(ROOT, "prismq_queue", "__init__.py")):
+        pytest.skip("no prismq_queue package to slow down")
+    path = str(tmp_path_factory.mktemp("gate") / "repo")
+    subprocess.run(["git", "clone", "-q", ROOT, path], check=True)
+    if not os.path.exists(os.path.join(path, "asv.conf.json")) or \
+            not os.path.exists(os.path.join(path, "benchmarks", "__init__.py")):
+        pytest.skip("the committed HEAD has no asv suite yet (asv.conf.json, benchmarks/)")
+    git("checkout", "-q", "-b", "gate-test", cwd=path)
+    return path
+
+
+def test_gate(clone):
+    base = git("rev-parse", "HEAD", cwd=clone)
+
+    commit_append(clone, COMMENT_ONLY, "comment only")
+    rc, out = make_compare(clone, base)
+    assert "Gate (each benchmark in its own direction" in out, "the comparison table was not printed"
+    assert re.search(r"time_claim_complete", out), "the claim benchmark did not run"
+    assert rc == 0, "a comment-only commit failed the gate"
+    assert "GATE PASSED" in out
+
+    commit_append(clone, SLOWDOWN, "slow down claim")
+    rc, out = make_compare(clone, base)
+    assert rc != 0, "the gate let a 5 ms sleep in Queue.claim through"
+    assert "GATE FAILED" in out
+    slower = re.findall(r"^  slower: (.*)$", out, re.M)
+    assert any("time_claim_complete" in s for s in slower), slower

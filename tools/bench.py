@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""`make bench`: benchmark history, offline dashboard, report.
+
+1. makes sure asv knows this machine (`asv machine --yes` on first use);
+2. benchmarks the commits of the branch that have no results on this machine
+   yet: by default the newest 10 (COUNT=), or any asv range given as RANGE=
+   (`v0.1.0..main`, `ALL`, `TAGS`, `NEW`, ...); QUICK=1 runs each benchmark once;
+3. `asv publish`, then makes the site self-contained (tools/offline_dashboard.py);
+4. writes .asv/report.md and .asv/report.json (tools/report.py);
+5. says where the dashboard is and how to open it.
+
+Exit status: 0, or 2 if a benchmark failed on a benchmarked commit (the
+dashboard and the report are written all the same), or 1 on an error.
+Runs with the Python that has asv installed (make bench uses .venv).
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# asv's machine name: the host name, or ASV_MACHINE (CI runners change host names,
+# so the workflows set one fixed name and the history continues).
+MACHINE = os.environ.get("ASV_MACHINE") or platform.node()
+MACHINE_ARGS = ["--machine", MACHINE] if os.environ.get("ASV_MACHINE") else []
+
+
+def step(n, total, text):
+    print(f"\n==> [{n}/{total}] {text}", flush=True)
+
+
+def asv(*args, check=True):
+    cmd = [sys.executable, "-m", "asv", *args]
+    print("$ asv " + " ".join(args), flush=True)
+    rc = subprocess.call(cmd)
+    if check and rc != 0:
+        raise SystemExit(f"asv {args[0]} failed (exit {rc})")
+    return rc
+
+
+def git(*args):
+    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
+
+
+def ensure_machine():
+    """`asv machine --yes` unless the machine file already knows this host."""
+    path = os.path.expanduser("~/.asv-machine.json")
+    try:
+        with open(path) as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        known = {}
+    if MACHINE not in known:
+        asv("machine", "--yes", *MACHINE_ARGS)
+    else:
+        print(f"asv machine file {path} knows {MACHINE}")
+
+
+def existing_hashes(results_dir):
+    machine_dir = os.path.join(results_dir, MACHINE)
+    done = set()
+    if os.path.isdir(machine_dir):
+        for fn in os.listdir(machine_dir):
+            if fn.endswith(".json") and fn != "machine.json":
+                try:
+                    with open(os.path.join(machine_dir, fn)) as f:
+                        done.add(json.load(f)["commit_hash"])
+                except (OSError, ValueError, KeyError):
+                    pass
+    return done
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--range", default="", help="asv range (default: newest COUNT commits of the branch)")
+    ap.add_argument("--count", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="run each benchmark once (asv --quick)")
+    ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
+    ap.add_argument("--config", default="asv.conf.json")
+    ap.add_argument("--targets", default="benchmarks/targets.json")
+    ap.add_argument("--no-run", action="store_true", help="only publish and report")
+    ap.add_argument("--vendor-cache", default=None,
+                    help="where the dashboard's npm packages are kept (default: .asv/vendor-build)")
+    args = ap.parse_args(argv)
+
+    with open(args.config) as f:
+        # asv.conf.json allows // comments; only the few keys we need are read here
+        text = "".join(l for l in f if not l.lstrip().startswith("//"))
+    conf = json.loads(text)
+    branch = (conf.get("branches") or ["main"])[0]
+    results_dir = conf.get("results_dir", "results")
+    html_dir = conf.get("html_dir", "html")
+    total = 5
+    t_start = time.monotonic()
+    failed = False
+
+    step(1, total, "asv machine")
+    ensure_machine()
+
+    step(2, total, "benchmarking")
+    run_args = ["--skip-existing-commits", "--show-stderr", *MACHINE_ARGS]
+    if args.quick:
+        run_args.append("--quick")
+    if args.bench:
+        run_args += ["--bench", args.bench]
+    if args.no_run:
+        print("skipped (--no-run)")
+    elif args.range:
+        print(f"range {args.range}: commits that already have results on {MACHINE} are skipped")
+        rc = asv("run", args.range, *run_args, check=False)
+        if rc == 2:
+            failed = True
+        elif rc != 0:
+            raise SystemExit(f"asv run failed (exit {rc})")
+    else:
+        wanted = git("rev-list", "--first-parent", f"-n{args.count}", branch).split()
+        done = existing_hashes(results_dir)
+        todo = [h for h in wanted if h not in done]
+        print(f"newest {len(wanted)} commits of {branch}: {len(todo)} to benchmark, "
+              f"{len(wanted) - len(todo)} already have results on {MACHINE}")
+        for h in todo:
+            print("  " + git("log", "-1", "--format=%h %cs %s", h).strip())
+        if todo:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as hf:
+                hf.write("\n".join(todo) + "\n")
+            try:
+                rc = asv("run", f"HASHFILE:{hf.name}", *run_args, check=False)
+            finally:
+                os.unlink(hf.name)
+            if rc == 2:
+                failed = True
+            elif rc != 0:
+                raise SystemExit(f"asv run failed (exit {rc})")
+    print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
+
+    step(3, total, "asv publish + offline dashboard")
+    asv("publish")
+    rc = subprocess.call([sys.executable, os.path.join(HERE, "offline_dashboard.py"),
+                          "--html", html_dir,
+                          "--cache", args.vendor_cache or
+                          os.path.join(os.path.dirname(html_dir) or ".", "vendor-build")])
+    if rc != 0:
+        raise SystemExit("could not make the dashboard self-contained")
+
+    step(4, total, "report")
+    rc = subprocess.call([sys.executable, os.path.join(HERE, "report.py"),
+                          "--config", args.config, "--targets", args.targets])
+    if rc != 0:
+        raise SystemExit("report failed")
+
+    step(5, total, "done")
+    html = os.path.abspath(html_dir)
+    print(f"Dashboard: {html}/index.html (self-contained, works offline)")
+    print("Open it:   make preview   (asv preview; then browse http://127.0.0.1:8080)")
+    print(f"       or: python3 -m http.server -d {html_dir} 8080  (browsers block the page's data from file://)")
+    print(f"Report:    {os.path.abspath(os.path.dirname(html_dir))}/report.md and report.json")
+    print(f"Total time {time.monotonic() - t_start:.0f} s")
+    if failed:
+        print("\nSOME BENCHMARKS FAILED on a benchmarked commit (see the asv output above; "
+              "they show as n/a in the report).", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""Write the benchmark report: .asv/report.md and .asv/report.json.
+
+For every headline figure in benchmarks/targets.json: the target, the value
+measured on the newest benchmarked commit of the branch, the value on the
+previous benchmarked commit and the change, pass or fail.  Then prismq_queue's
+ratio to each peer and to the hand-written sqlite3 floor, and the regressions
+that asv's step detection finds in the history (both the list `asv publish`
+wrote to regressions.json and, per headline figure, asv.step_detect run in the
+figure's own direction: asv itself takes every rise as a regression, which is
+wrong for tasks/s).
+
+targets.json is a JSON list of objects:
+  {"name": "<asv benchmark name>", "params": {"<param>": "<value as asv stores it>"},
+   "label": "...", "target": 9000, "better": "higher" | "lower", "unit": "tasks/s"}
+Entries with "kind": "peer_ratio" are listed under peers; their benchmark
+returns the ratio itself, or the entry names "peer": {"name", "params"} and the
+ratio is computed as this value / that value (for "better": "lower", that / this).
+"target" may be omitted or null (shown, never failed).
+
+Runs with the Python that has asv installed (make bench uses .venv).
+"""
+import argparse
+import datetime
+import itertools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+
+from asv import step_detect
+from asv.config import Config
+from asv.results import iter_results_for_machine
+
+STEP_THRESHOLD = 0.05  # relative size below which a step is not reported
+
+
+def git(*args, cwd="."):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def pick_machine(results_dir, wanted=None):
+    machines = sorted(d for d in os.listdir(results_dir)
+                      if os.path.isfile(os.path.join(results_dir, d, "machine.json")))
+    wanted = wanted or os.environ.get("ASV_MACHINE")
+    if wanted:
+        return wanted
+    if platform.node() in machines:
+        return platform.node()
+    if len(machines) == 1:
+        return machines[0]
+    raise SystemExit(f"several machines in {results_dir} ({machines}); pass --machine")
+
+
+def fmt(value, unit=""):
+    if value is None:
+        return "n/a"
+    if unit in ("seconds", "s") or unit is None:
+        for scale, name in ((1, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+            if abs(value) >= scale:
+                return f"{value / scale:.3g} {name}"
+        return f"{value:.3g} s"
+    if abs(value) >= 1000:
+        return f"{value:,.0f} {unit}".strip()
+    return f"{value:.3g} {unit}".strip()
+
+
+class History:
+    """Results of one machine, by commit, in branch order (newest first)."""
+
+    def __init__(self, conf, machine, branch):
+        self.order = git("rev-list", "--first-parent", branch, cwd=conf.repo_dir).split()
+        self.by_commit = {}
+        for res in iter_results_for_machine(conf.results_dir, machine):
+            self.by_commit.setdefault(res.commit_hash, []).append(res)
+        self.commits = [c for c in self.order if c in self.by_commit]  # newest first
+
+    def value(self, commit, name, params):
+        """(value, stats) of benchmark `name` at the given params on `commit`, or None."""
+        for res in self.by_commit.get(commit, []):
+            try:
+                values = res.get_result_value(name, res.get_result_params(name))
+                combos = list(itertools.product(*res.get_result_params(name)))
+            except KeyError:
+                continue
+            names = self.param_names.get(name)
+            if names is None:
+                continue
+            want = tuple(str(params.get(p)) for p in names) if names else ()
+            for combo, v in zip(combos, values):
+                if tuple(combo) == want:
+                    if v is None or (isinstance(v, float) and math.isnan(v)):
+                        return None
+                    return v
+        return None
+
+
+def load_param_names(results_dir):
+    with open(os.path.join(results_dir, "benchmarks.json")) as f:
+        data = json.load(f)
+    return {k: v.get("param_names", []) for k, v in data.items() if isinstance(v, dict)}, data
+
+
+def change(new, old):
+    if new is None or old is None or old == 0:
+        return None
+    return new / old - 1
+
+
+def passes(value, target, better):
+    if value is None:
+        return None
+    if target is None:
+        return None
+    return value >= target if better == "higher" else value <= target
+
+
+def series(hist, entry):
+    """Values oldest -> newest over the benchmarked commits."""
+    commits = list(reversed(hist.commits))
+    return commits, [entry_value(hist, c, entry) for c in commits]
+
+
+def entry_value(hist, commit, entry):
+    v = hist.value(commit, entry["name"], entry.get("params", {}))
+    peer = entry.get("peer")
+    if peer and v is not None:
+        pv = hist.value(commit, peer["name"], peer.get("params", {}))
+        if pv in (None, 0) or v == 0:
+            return None
+        return v / pv if entry.get("better", "higher") == "higher" else pv / v
+    return v
+
+
+def entry_better(entry):
+    # a ratio computed from two figures is always "ours over theirs, > 1 is better"
+    return "higher" if entry.get("peer") else entry.get("better", "higher")
+
+
+def steps_for(hist, entry):
+    """Regressions of one figure by asv.step_detect, in the figure's direction."""
+    commits, ys = series(hist, entry)
+    higher = entry_better(entry) == "higher"
+    # detect_regressions treats a rise as a regression: feed 1/value for "higher is better".
+    y = [None if v is None else (1.0 / v if higher and v else v) for v in ys]
+    if sum(v is not None for v in y) < 3:
+        return []
+    steps = step_detect.detect_steps(y)
+    latest, best, jumps = step_detect.detect_regressions(steps, threshold=STEP_THRESHOLD)
+    out = []
+    for before, after, v_before, v_after in jumps or []:
+        conv = (lambda x: 1.0 / x) if higher else (lambda x: x)
+        c_before = commits[before] if before is not None else None
+        c_after = commits[after]
+        if c_before is not None:
+            # one commit apart on the branch: name only the commit that made the step
+            i_after = hist.order.index(c_after)
+            if i_after + 1 < len(hist.order) and hist.order[i_after + 1] == c_before:
+                c_before = None
+        out.append({
+            "label": entry.get("label") or entry["name"],
+            "name": entry["name"], "params": entry.get("params", {}),
+            "commit_before": c_before,
+            "commit_after": c_after,
+            "value_before": conv(v_before), "value_after": conv(v_after),
+            "change": change(conv(v_after), conv(v_before)),
+            "unit": entry.get("unit", ""),
+        })
+    return out
+
+
+def asv_regressions(html_dir):
+    path = os.path.join(html_dir, "regressions.json")
+    index_path = os.path.join(html_dir, "index.json")
+    if not (os.path.exists(path) and os.path.exists(index_path)):
+        return None
+    with open(path) as f:
+        data = json.load(f)["regressions"]
+    with open(index_path) as f:
+        rev_to_hash = json.load(f)["revision_to_hash"]
+    out = []
+    for name, _graph, env_params, _idx, last, best, jumps in data:
+        for rev1, rev2, v1, v2 in jumps:
+            out.append({
+                "benchmark": name, "env": env_params,
+                "commit_before": rev_to_hash.get(str(rev1)) if rev1 is not None else None,
+                "commit_after": rev_to_hash.get(str(rev2)),
+                "value_before": v1, "value_after": v2, "change": change(v2, v1),
+                "latest": last, "best": best,
+            })
+    return out
+
+
+def build(conf, machine, targets_path):
+    branch = conf.branches[0] if conf.branches else "main"
+    param_names, bench_meta = load_param_names(conf.results_dir)
+    hist = History(conf, machine, branch)
+    hist.param_names = param_names
+    if not hist.commits:
+        raise SystemExit(f"no results for machine {machine} on {branch} in {conf.results_dir}")
+    newest = hist.commits[0]
+    with open(targets_path) as f:
+        targets = json.load(f)
+
+    def describe(commit):
+        if commit is None:
+            return None
+        line = git("log", "-1", "--format=%H%x00%s%x00%cI", commit, cwd=conf.repo_dir).strip()
+        h, subject, date = line.split("\x00")
+        tags = git("tag", "--points-at", commit, cwd=conf.repo_dir).split()
+        return {"hash": h, "subject": subject, "date": date, "tags": tags}
+
+    headlines, peers, step_regs = [], [], []
+    for entry in targets:
+        name = entry["name"]
+        unit = entry.get("unit") or bench_meta.get(name, {}).get("unit", "")
+        cur = entry_value(hist, newest, entry)
+        prev_commit, prev = None, None
+        for c in hist.commits[1:]:
+            v = entry_value(hist, c, entry)
+            if v is not None:
+                prev_commit, prev = c, v
+                break
+        row = {
+            "label": entry.get("label") or name, "name": name,
+            "params": entry.get("params", {}), "unit": unit,
+            "target": entry.get("target"), "better": entry_better(entry),
+            "value": cur, "previous": prev, "previous_commit": prev_commit,
+            "change": change(cur, prev),
+            "pass": passes(cur, entry.get("target"), entry_better(entry)),
+            "known": name in bench_meta,
+        }
+        if entry.get("peer"):
+            row["peer"] = entry["peer"]
+        (peers if entry.get("kind") == "peer_ratio" else headlines).append(row)
+        step_regs += steps_for(hist, entry)
+
+    return {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine, "branch": branch,
+        "newest_commit": describe(newest),
+        "previous_commit": describe(hist.commits[1]) if len(hist.commits) > 1 else None,
+        "benchmarked_commits": len(hist.commits),
+        "headlines": headlines, "peers": peers,
+        "regressions_step_detect": step_regs,
+        "regressions_asv": asv_regressions(conf.html_dir),
+        "summary": {
+            "pass": sum(1 for r in headlines + peers if r["pass"] is True),
+            "fail": sum(1 for r in headlines + peers if r["pass"] is False),
+            "no_value": sum(1 for r in headlines + peers if r["value"] is None),
+        },
+    }
+
+
+def pct(x):
+    return "n/a" if x is None else f"{x * 100:+.1f}%"
+
+
+def status(row):
+    if row["value"] is None:
+        return "no value" + ("" if row["known"] else " (unknown benchmark)")
+    return {True: "PASS", False: "FAIL", None: "—"}[row["pass"]]
+
+
+def target_text(row):
+    if row["target"] is None:
+        return "—"
+    return ("≥ " if row["better"] == "higher" else "≤ ") + fmt(row["target"], row["unit"])
+
+
+def params_text(p):
+    return ", ".join(f"{k}={v}" for k, v in p.items())
+
+
+def to_markdown(rep):
+    short = lambda c: c[:8] if c else "—"
+    new, prev = rep["newest_commit"], rep["previous_commit"]
+    lines = [
+        "# Benchmark report", "",
+        f"Machine `{rep['machine']}`, branch `{rep['branch']}`, {rep['benchmarked_commits']} "
+        f"benchmarked commit(s). Generated {rep['generated']}.", "",
+        f"- Newest: `{short(new['hash'])}` {new['subject']} ({new['date']})"
+        + (f" [{', '.join(new['tags'])}]" if new["tags"] else ""),
+    ]
+    if prev:
+        lines.append(f"- Previous benchmarked: `{short(prev['hash'])}` {prev['subject']} ({prev['date']})")
+    s = rep["summary"]
+    lines += ["", f"**{s['pass']} pass, {s['fail']} fail, {s['no_value']} without a value.**", "",
+              "## Headline figures", "",
+              "| figure | target | newest | previous | change | status |",
+              "|---|---|---|---|---|---|"]
+    for r in rep["headlines"]:
+        label = r["label"] + (f" ({params_text(r['params'])})" if r["params"] else "")
+        lines.append(f"| {label} | {target_text(r)} | {fmt(r['value'], r['unit'])} | "
+                     f"{fmt(r['previous'], r['unit'])} | {pct(r['change'])} | {status(r)} |")
+    lines += ["", "## prismq_queue against its peers and the sqlite3 floor", "",
+              "Ratio of prismq_queue's figure to the peer's (> 1: prismq_queue is better).", "",
+              "| comparison | target | newest | previous | change | status |",
+              "|---|---|---|---|---|---|"]
+    for r in rep["peers"]:
+        label = r["label"] + (f" ({params_text(r['params'])})" if r["params"] else "")
+        v = lambda x: "n/a" if x is None else f"{x:.2f}×"
+        t = "—" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']}×"
+        lines.append(f"| {label} | {t} | {v(r['value'])} | {v(r['previous'])} | "
+                     f"{pct(r['change'])} | {status(r)} |")
+    lines += ["", "## Regressions", "",
+              f"Step detection (asv.step_detect) over the history of each figure above, in its own "
+              f"direction, steps of {STEP_THRESHOLD:.0%} or more:", ""]
+    if rep["regressions_step_detect"]:
+        lines += ["| figure | introduced by | before | after | change |", "|---|---|---|---|---|"]
+        for g in rep["regressions_step_detect"]:
+            where = (f"`{short(g['commit_after'])}`" if g["commit_before"] is None else
+                     f"`{short(g['commit_before'])}..{short(g['commit_after'])}`")
+            label = g["label"] + (f" ({params_text(g['params'])})" if g["params"] else "")
+            lines.append(f"| {label} | {where} | {fmt(g['value_before'], g['unit'])} | "
+                         f"{fmt(g['value_after'], g['unit'])} | {pct(g['change'])} |")
+    else:
+        lines.append("None found (needs at least 3 benchmarked commits per figure).")
+    lines += ["", "All benchmarks, as `asv publish` lists them (regressions.json; asv counts every "
+              "rise as a regression, so for a rate such as tasks/s a listed step is an improvement):", ""]
+    regs = rep["regressions_asv"]
+    if regs is None:
+        lines.append("regressions.json not found (run `asv publish`).")
+    elif not regs:
+        lines.append("None.")
+    else:
+        lines += ["| benchmark | introduced by | before | after | change |", "|---|---|---|---|---|"]
+        for g in regs:
+            where = (f"`{short(g['commit_after'])}`" if g["commit_before"] is None else
+                     f"`{short(g['commit_before'])}..{short(g['commit_after'])}`")
+            lines.append(f"| {g['benchmark']} | {where} | {g['value_before']:.4g} | "
+                         f"{g['value_after']:.4g} | {pct(g['change'])} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="asv.conf.json")
+    ap.add_argument("--targets", default="benchmarks/targets.json")
+    ap.add_argument("--machine", default=None)
+    ap.add_argument("--out", default=None, help="folder for report.md/.json (default: .asv)")
+    args = ap.parse_args(argv)
+    conf = Config.load(args.config)
+    conf.repo_dir = os.path.dirname(os.path.abspath(args.config))
+    if not os.path.exists(args.targets):
+        print(f"error: {args.targets} not found (headline figures and targets)", file=sys.stderr)
+        return 1
+    machine = pick_machine(conf.results_dir, args.machine)
+    rep = build(conf, machine, args.targets)
+    out = args.out or os.path.dirname(os.path.abspath(conf.results_dir))
+    os.makedirs(out, exist_ok=True)
+    md = to_markdown(rep)
+    with open(os.path.join(out, "report.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(rep, f, indent=1, default=str)
+    print(md)
+    print(f"report written to {os.path.join(out, 'report.md')} and report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
