@@ -9,7 +9,7 @@ from .base import Backend
 
 
 def from_url(url: "str | os.PathLike[str]", **options) -> Backend:
-    """Return a backend for `url`: a file path or sqlite:///path for SQLite."""
+    """Return a backend for `url`: a file path or sqlite:///path for SQLite, postgresql:// for PostgreSQL."""
     if isinstance(url, os.PathLike):
         url = os.fspath(url)
     if not isinstance(url, str) or not url:
@@ -25,4 +25,9 @@ def from_url(url: "str | os.PathLike[str]", **options) -> Backend:
 
         # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy spells them.
         return SQLiteBackend(rest[1:] if rest.startswith("/") else rest, **options)
-    raise InvalidArgument(f"unsupported queue URL scheme {scheme!r} (expected a path or sqlite:///path)")
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresBackend  # imports asyncpg: only for a PostgreSQL URL
+
+        return PostgresBackend(url, **options)
+    raise InvalidArgument(f"unsupported queue URL scheme {scheme!r} "
+                          f"(expected a path, sqlite:///path or postgresql://user@host:port/db)")

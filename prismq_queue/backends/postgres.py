@@ -1,0 +1,582 @@
+"""PostgreSQL backend: the same queue for workers on many hosts, through asyncpg.
+
+One asyncpg connection per Queue does the work; calls on it take turns (an
+asyncio lock), as calls on the SQLite backend take turns on its thread. A second
+connection, opened the first time a worker waits for work, LISTENs on the
+schema's channel: a trigger NOTIFYs it on every insert, and the cycle NOTIFYs it
+when tasks are handed back or recovered, so idle workers wake at once instead
+of polling.
+
+A worker's round trip is one transaction of at most two statements: the first
+applies every finish record (arrays, one UPDATE per kind) and recovers expired
+leases; the second claims a batch with FOR UPDATE SKIP LOCKED and says when the
+next delayed task or lease falls due. Every statement is in sql/postgres.sql.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import re
+import time
+from collections import Counter
+from typing import Any, Callable, Optional, Sequence
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+try:
+    import asyncpg
+except ImportError:  # pragma: no cover - exercised only without the extra installed
+    asyncpg = None
+
+from .. import sql
+from ..errors import (
+    DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError,
+)
+from .base import (
+    CANCELLED, COMPLETE, FAIL, LOST, MISSING, OK, RELEASE, RETRY,
+    Backend, ClaimRequest, CycleResult,
+)
+
+log = logging.getLogger("prismq_queue.postgres")
+
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: "schema_1"}
+DEFAULT_SCHEMA = "prismq"
+SCHEMES = ("postgresql", "postgres")
+DURABILITY = ("normal", "full")
+# A schema name: a plain identifier, short enough that "prismq_<schema>" is a
+# valid channel name (63 bytes at most).
+SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
+FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
+MAX_LEVELS = 64
+TRANSIENT_RETRIES = 5
+CLAIMED_COLUMNS = 9
+# Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
+SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
+    "fifo": (lambda r: (r[6], r[0]), False),
+    "lifo": (lambda r: (r[6], r[0]), True),
+    "priority": (lambda r: (r[3], r[6], r[0]), False),
+}
+
+
+class UnsupportedOperation(QueueError, NotImplementedError):
+    """A maintenance call that only makes sense on SQLite (checkpoint, backup)."""
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag such as 'UPDATE 3'."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except (ValueError, AttributeError):
+        return 0
+
+
+def _clean_text(value: Optional[str]) -> Optional[str]:
+    # PostgreSQL text cannot hold NUL; an error message with one must not make
+    # the finish record (and so the worker's whole round trip) fail forever.
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\\x00")
+    return value
+
+
+def parse_url(url: str, schema: Optional[str]) -> tuple[str, str, str]:
+    """Split a postgresql:// URL into (dsn for asyncpg, schema, URL safe to print)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SCHEMES:
+        raise InvalidArgument(f"not a PostgreSQL URL: {url!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    from_url = [v for k, v in query if k == "schema"]
+    rest = [(k, v) for k, v in query if k != "schema"]
+    if len(from_url) > 1 or (from_url and schema is not None and from_url[0] != schema):
+        raise InvalidArgument(f"the schema is given twice, differently, in {url!r} and schema={schema!r}")
+    if schema is None:
+        schema = from_url[0] if from_url else DEFAULT_SCHEMA
+    if not isinstance(schema, str) or not SCHEMA_NAME.match(schema) or schema.lower().startswith("pg_"):
+        raise InvalidArgument(f"schema must be a plain identifier (letters, digits, _; at most 56 characters; "
+                              f"not starting with pg_), got {schema!r}")
+    dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = userinfo.split(":", 1)[0] + ":***@" + host
+    shown = urlunsplit(("postgresql", netloc, parts.path, urlencode(rest + [("schema", schema)], quote_via=quote),
+                        ""))
+    return dsn, schema, shown
+
+
+class PostgresBackend(Backend):
+    """The queue's rows in a table of a PostgreSQL schema."""
+
+    def __init__(self, url: str, *, durability: str = "normal", busy_timeout: float = 30.0,
+                 schema: Optional[str] = None, connect_timeout: float = 10.0) -> None:
+        if asyncpg is None:
+            raise DatabaseError("the PostgreSQL backend needs asyncpg: pip install 'prismq-queue[postgres]'")
+        if durability not in DURABILITY:
+            raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
+        for name, value in (("busy_timeout", busy_timeout), ("connect_timeout", connect_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                    or not math.isfinite(value):
+                raise InvalidArgument(f"{name} must be a number of seconds > 0, got {value!r}")
+        self.dsn, self.schema, self.url = parse_url(url, schema)
+        self.durability = durability
+        self.busy_timeout = float(busy_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.channel = f"prismq_{self.schema}"
+        names = {"{schema}": _quote_ident(self.schema), "{channel}": _quote_literal(self.channel)}
+        self._q: dict[str, str] = {}
+        for name, text in sql.load("postgres").items():
+            for placeholder, value in names.items():
+                text = text.replace(placeholder, value)
+            self._q[name] = text
+        self._conn: Optional["asyncpg.Connection"] = None
+        self._lock: Optional[asyncio.Lock] = None
+        self._rng = random.Random()
+        # LISTEN side.
+        self._wakes: set[Callable[[], None]] = set()
+        self._listener: Optional["asyncpg.Connection"] = None
+        self._listener_task: Optional[asyncio.Task] = None
+        self._listener_retry_at = 0.0
+        self._notifications = 0  # notifications received so far
+        self._seen = 0  # ... when the last claim started
+
+    # -- connection -----------------------------------------------------
+
+    async def _connect(self, purpose: str) -> "asyncpg.Connection":
+        settings = {"application_name": f"prismq_queue {purpose}"}
+        if purpose == "work":
+            settings["lock_timeout"] = str(max(1, int(self.busy_timeout * 1000)))
+            if self.durability == "normal":
+                # As SQLite's synchronous=NORMAL: a commit does not wait for its
+                # WAL flush. An application crash loses nothing; a crash of the
+                # server or the machine may lose the last fraction of a second.
+                settings["synchronous_commit"] = "off"
+        try:
+            return await asyncpg.connect(self.dsn, timeout=self.connect_timeout, server_settings=settings)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}: {exc}") \
+                from None
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        conn = await self._connect("work")
+        try:
+            await self._setup(conn)
+        except BaseException as exc:
+            await self._close_quietly(conn)
+            if isinstance(exc, Exception) and not isinstance(exc, QueueError):
+                raise self._translate(exc) from exc
+            raise
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        task, self._listener_task = self._listener_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except BaseException:
+                pass
+        listener, self._listener = self._listener, None
+        conn, self._conn = self._conn, None
+        for c in (listener, conn):
+            if c is not None:
+                await self._close_quietly(c)
+
+    @staticmethod
+    async def _close_quietly(conn: "asyncpg.Connection") -> None:
+        try:
+            await asyncio.wait_for(conn.close(), 5)
+        except BaseException:
+            conn.terminate()
+
+    async def _read_version(self, conn: "asyncpg.Connection") -> int:
+        table = f"{_quote_ident(self.schema)}.prismq_version"
+        if not await conn.fetchval(self._q["version_table_exists"], table):
+            return 0
+        return await conn.fetchval(self._q["read_version"]) or 0
+
+    def _too_new(self, version: int) -> SchemaVersionError:
+        return SchemaVersionError(
+            f"schema {self.schema!r} at {self.url} has version {version}, newer than this prismq_queue "
+            f"understands ({SCHEMA_VERSION}); upgrade prismq_queue to open it")
+
+    async def _setup(self, conn: "asyncpg.Connection") -> None:
+        # Read the version before writing anything: a schema written by a newer
+        # prismq_queue is left untouched.
+        version = await self._read_version(conn)
+        if version > SCHEMA_VERSION:
+            raise self._too_new(version)
+        if version == SCHEMA_VERSION:
+            return
+        async with conn.transaction():
+            await conn.execute(self._q["migration_lock"], self.schema)
+            if not await conn.fetchval(self._q["schema_exists"], self.schema):
+                await conn.execute(self._q["create_schema"])
+            await conn.execute(self._q["create_version_table"])
+            version = await self._read_version(conn)  # again, under the lock: another process may have migrated
+            if version > SCHEMA_VERSION:
+                raise self._too_new(version)
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                await conn.execute(self._q[MIGRATIONS[target]])
+                await conn.execute(self._q["set_version"], target)
+
+    # -- running statements ---------------------------------------------
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `await fn(conn, *args)` on the work connection, one call at a time, with errors translated."""
+        if self._conn is None:
+            raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
+        async with self._lock:
+            if self._conn is None:
+                raise QueueClosed("the queue was closed")
+            if self._conn.is_closed():  # the server went away since: connect again
+                self._conn = await self._connect("work")
+            attempt = 0
+            while True:
+                try:
+                    return await fn(self._conn, *args)
+                except asyncpg.TransactionRollbackError as exc:  # deadlock or serialization failure
+                    attempt += 1
+                    if attempt > TRANSIENT_RETRIES:
+                        raise QueueBusy(f"{self.url}: gave up after {attempt} conflicting attempts: {exc}") from exc
+                    await asyncio.sleep(self._rng.uniform(0.001, 0.005 * attempt))
+                except QueueError:
+                    raise
+                except Exception as exc:
+                    if _breaks_connection(exc):
+                        self._conn.terminate()  # the next call connects again
+                    raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> QueueError:
+        if isinstance(exc, asyncpg.LockNotAvailableError):
+            return QueueBusy(f"{self.url}: a row stayed locked for longer than busy_timeout "
+                             f"({self.busy_timeout:g} s): {exc}")
+        if isinstance(exc, asyncpg.DataError):
+            return InvalidArgument(f"PostgreSQL cannot store a value: {exc}")
+        if isinstance(exc, (asyncpg.InsufficientPrivilegeError,)):
+            return DatabaseError(f"{self.url}: permission denied ({exc}); the queue's user needs to create "
+                                 f"and write schema {self.schema!r}")
+        if _breaks_connection(exc):
+            return DatabaseError(f"lost the connection to PostgreSQL at {self.url}: {type(exc).__name__}: {exc}")
+        return DatabaseError(f"{self.url}: {type(exc).__name__}: {exc}")
+
+    # -- tasks ----------------------------------------------------------
+
+    async def insert(self, rows: Sequence[tuple]) -> list[int]:
+        columns = [list(c) for c in zip(*rows)]
+        if any(key is not None for key in columns[6]):
+            return await self._run(self._insert_keyed, rows)
+        return await self._run(self._insert_plain, columns)
+
+    async def _insert_plain(self, conn: "asyncpg.Connection", columns: list[list]) -> list[int]:
+        # One statement, so one implicit transaction; ids come from the sequence
+        # in the rows' order, so sorting them gives them back in that order.
+        records = await conn.fetch(self._q["insert_tasks"], *columns)
+        return sorted(r[0] for r in records)
+
+    async def _insert_keyed(self, conn: "asyncpg.Connection", rows: Sequence[tuple]) -> list[int]:
+        ids: list[Optional[int]] = [None] * len(rows)
+        pending = list(range(len(rows)))
+        async with conn.transaction():
+            for _ in range(10):
+                batch = [rows[i] for i in pending]
+                inserted = sorted(await conn.fetch(self._q["insert_tasks"], *[list(c) for c in zip(*batch)]))
+                # Inserted rows come back in the batch's order; a keyed row that
+                # is not among them found its key held by a live task.
+                waiting, j = [], 0
+                for i in pending:
+                    if j < len(inserted) and inserted[j][1] == rows[i][6]:
+                        ids[i] = inserted[j][0]
+                        j += 1
+                    else:
+                        waiting.append(i)
+                if not waiting:
+                    break
+                keys = sorted({rows[i][6] for i in waiting})
+                live = dict(await conn.fetch(self._q["ids_by_key"], keys))
+                pending = []
+                for i in waiting:
+                    if rows[i][6] in live:
+                        ids[i] = live[rows[i][6]]
+                    else:  # the holder finished in between: the key is free, insert again
+                        pending.append(i)
+                if not pending:
+                    break
+            else:
+                raise QueueBusy(f"{self.url}: idempotency keys kept changing hands; try again")
+        return ids  # type: ignore[return-value]
+
+    async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
+                    now: float) -> CycleResult:
+        claiming = claim is not None and claim.limit > 0
+        if claiming:
+            # Notifications counted from here on may announce work this claim
+            # does not see; arm() checks the count against this mark.
+            self._seen = self._notifications
+        return await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
+
+    async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], claim: Optional[ClaimRequest],
+                     recover: bool, now: float) -> CycleResult:
+        first = bool(finishes) or recover
+        if first and claim is not None or claim is not None and claim.strategy == "weighted_random":
+            async with conn.transaction():
+                return await self._phases(conn, finishes, claim, recover, now, first)
+        return await self._phases(conn, finishes, claim, recover, now, first)
+
+    async def _phases(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], claim: Optional[ClaimRequest],
+                      recover: bool, now: float, first: bool) -> CycleResult:
+        result = CycleResult()
+        if first:
+            applied, result.recovered = await self._finish_and_recover(conn, finishes, recover, now)
+            if applied != len(finishes):
+                result.outcomes = await self._fence_outcomes(
+                    conn, [(r[1], r[2], FINAL_STATUS[r[0]]) for r in finishes])
+        if claim is not None:
+            result.claimed, next_due, next_expiry = await self._claim(conn, claim, now)
+            if len(result.claimed) < claim.limit:
+                result.next_due, result.next_expiry = next_due, next_expiry
+        return result
+
+    async def _finish_and_recover(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], recover: bool,
+                                  now: float) -> tuple[int, int]:
+        columns: dict[str, tuple[list, list, list, list]] = {k: ([], [], [], []) for k in FINAL_STATUS}
+        for kind, task_id, token, value, when in finishes:
+            ids, tokens, values, whens = columns[kind]
+            ids.append(task_id)
+            tokens.append(token)
+            values.append(value if kind == COMPLETE else _clean_text(value))
+            whens.append(when)
+        c, r, f, rel = columns[COMPLETE], columns[RETRY], columns[FAIL], columns[RELEASE]
+        row = await conn.fetchrow(self._q["finish_and_recover"], *c, *r, *f, rel[0], rel[1], rel[3], now, recover)
+        return row[0], row[1]
+
+    async def _fence_outcomes(self, conn: "asyncpg.Connection",
+                              wanted: Sequence[tuple[int, int, Optional[str]]]) -> list[str]:
+        # Some fenced writes were refused: read back why. A row that now holds
+        # the state we asked for, under our token, was applied.
+        states = {r[0]: (r[1], r[2]) for r in await conn.fetch(self._q["fence_state"], [w[0] for w in wanted])}
+        return [_fence_outcome(states.get(task_id), token, status) for task_id, token, status in wanted]
+
+    async def _claim(self, conn: "asyncpg.Connection", req: ClaimRequest,
+                     now: float) -> tuple[list[tuple], Optional[float], Optional[float]]:
+        args = (req.lease_until, req.token, req.worker_id, now, req.limit)
+        if req.strategy == "weighted_random":
+            return await self._claim_weighted(conn, args)
+        records = await conn.fetch(self._q["claim_" + req.strategy], *args)
+        rows = [tuple(r)[:CLAIMED_COLUMNS] for r in records if r[0] is not None]
+        key, reverse = SORT_KEYS[req.strategy]
+        rows.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
+        return rows, records[0][-2], records[0][-1]
+
+    async def _claim_weighted(self, conn: "asyncpg.Connection",
+                              args: tuple) -> tuple[list[tuple], Optional[float], Optional[float]]:
+        # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
+        # low numbers are favoured, yet every level keeps a share, so nothing
+        # starves. Within a level tasks go first due, first out. A level that
+        # runs dry gives its slots back to the draw.
+        lease_until, token, worker_id, now, limit = args
+        levels = [r[0] for r in await conn.fetch(self._q["ready_levels"], now, MAX_LEVELS)]
+        claimed: list[tuple] = []
+        next_due = next_expiry = None
+        fetched = False
+        wanted = limit
+        while wanted > 0 and levels:
+            base = levels[0]
+            draws = Counter(self._rng.choices(levels, [1.0 / (1 + p - base) for p in levels], k=wanted))
+            order = sorted(draws)
+            records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now, wanted,
+                                       order, [draws[p] for p in order])
+            next_due, next_expiry = records[0][-2], records[0][-1]
+            rows = [tuple(r)[:CLAIMED_COLUMNS] for r in records if r[0] is not None]
+            got = Counter(r[3] for r in rows)
+            levels = [p for p in levels if got[p] >= draws[p]]  # the levels that ran dry drop out
+            claimed.extend(rows)
+            wanted = limit - len(claimed)
+            fetched = True
+        if not fetched:  # nothing was ready: still say when something will be
+            records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now, 0, [], [])
+            next_due, next_expiry = records[0][-2], records[0][-1]
+        claimed.sort(key=lambda r: (r[3], r[6], r[0]))  # low numbers first, then first due
+        return claimed, next_due, next_expiry
+
+    async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+        return await self._run(self._extend, leases, lease_until)
+
+    async def _extend(self, conn: "asyncpg.Connection", leases: Sequence[tuple[int, int]],
+                      lease_until: float) -> list[str]:
+        if not leases:
+            return []
+        ids = [lease[0] for lease in leases]
+        tokens = [lease[1] for lease in leases]
+        done = {r[0] for r in await conn.fetch(self._q["extend_leases"], ids, tokens, lease_until)}
+        if len(done) == len(set(ids)):
+            return [OK] * len(leases)
+        refused = [(i, t, None) for i, t in leases if i not in done]
+        why = iter(await self._fence_outcomes(conn, refused))
+        return [OK if i in done else next(why) for i, _ in leases]
+
+    async def get(self, task_id: int) -> Optional[tuple]:
+        async def op(conn):
+            row = await conn.fetchrow(self._q["get_task"], task_id)
+            return None if row is None else tuple(row)
+
+        return await self._run(op)
+
+    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
+        async def op(conn):
+            return [tuple(r) for r in await conn.fetch(self._q["list_tasks"], status, type_, max(limit, 0))]
+
+        return await self._run(op)
+
+    async def cancel(self, task_id: int, now: float) -> bool:
+        async def op(conn):
+            return _count(await conn.execute(self._q["cancel"], now, task_id)) > 0
+
+        return await self._run(op)
+
+    async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
+        async def op(conn):
+            # One snapshot for all the counts.
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                counts = [tuple(r) for r in await conn.fetch(self._q["count_by_type_status"])]
+                oldest = await conn.fetchval(self._q["oldest_due"], now)
+                starts = {now - w: w for w in windows}
+                recent: dict[float, dict[str, int]] = {w: {} for w in windows}
+                for since, status, n in await conn.fetch(self._q["finished_since"], list(starts)):
+                    recent[starts[since]][status] = n
+            return {"counts": counts, "oldest_due": oldest, "recent": recent}
+
+        return await self._run(op)
+
+    async def purge(self, before: float) -> int:
+        async def op(conn):
+            return _count(await conn.execute(self._q["purge"], before))
+
+        return await self._run(op)
+
+    # -- maintenance ----------------------------------------------------
+
+    async def checkpoint(self, mode: str = "TRUNCATE") -> tuple:
+        raise UnsupportedOperation("checkpoint() copies SQLite's write-ahead log into its file; PostgreSQL runs "
+                                   "its own checkpoints, so there is nothing to do on a PostgreSQL queue")
+
+    async def vacuum(self) -> None:
+        """VACUUM (ANALYZE) the task table: marks the space of purged rows for reuse."""
+        async def op(conn):
+            await conn.execute(self._q["vacuum"])
+
+        await self._run(op)
+
+    async def backup(self, dest: str) -> None:
+        raise UnsupportedOperation(
+            f"backup() copies a SQLite file; back up a PostgreSQL queue with the server's tools, e.g. "
+            f"pg_dump --schema={self.schema} (or your server's base backups / point-in-time recovery)")
+
+    async def integrity_check(self) -> list[str]:
+        """Checks the schema version, the table's indexes and that each row's fields agree with its status."""
+        async def op(conn):
+            problems = []
+            version = await self._read_version(conn)
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version is {version}, expected {SCHEMA_VERSION}")
+            table = f"{_quote_ident(self.schema)}.prismq_tasks"
+            problems += [r[0] for r in await conn.fetch(self._q["check_indexes"], table)]
+            problems += [r[0] for r in await conn.fetch(self._q["check_rows"])]
+            return problems or ["ok"]
+
+        return await self._run(op)
+
+    # -- notification ----------------------------------------------------
+
+    def arm(self, wake: Callable[[], None]) -> None:
+        self._wakes.add(wake)
+        if self._conn is None:
+            return
+        if self._listener is not None:
+            if self._notifications != self._seen:
+                wake()  # work announced since the last claim began, which that claim may have missed
+            return
+        if self._listener_task is None and time.monotonic() >= self._listener_retry_at:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._listener_task = loop.create_task(self._listen())
+
+    def disarm(self, wake: Callable[[], None]) -> None:
+        self._wakes.discard(wake)
+
+    async def _listen(self) -> None:
+        try:
+            conn = await self._connect("listener")
+            try:
+                await conn.add_listener(self.channel, self._on_notify)
+            except BaseException:
+                await self._close_quietly(conn)
+                raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("prismq_queue: cannot LISTEN on %s (%s); idle workers fall back to polling", self.url, exc)
+            self._listener_task = None
+            self._listener_retry_at = time.monotonic() + 1.0
+            return
+        if self._conn is None:  # closed while connecting
+            await self._close_quietly(conn)
+            return
+        conn.add_termination_listener(self._on_listener_lost)
+        self._listener = conn
+        # Work committed before LISTEN took effect was announced to nobody: let
+        # every armed worker look once.
+        self._fire()
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._notifications += 1
+        self._fire()
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if self._listener is conn:
+            self._listener = None
+            self._listener_task = None
+            self._fire()  # let workers look, and listen again when they next wait
+
+    def _fire(self) -> None:
+        for wake in list(self._wakes):
+            wake()
+
+
+def _breaks_connection(exc: BaseException) -> bool:
+    """True for errors after which the connection cannot be trusted: network, server shutdown, client state."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state.startswith("08") or state.startswith("57P")  # connection exception, operator intervention
+    return not isinstance(exc, (ValueError, TypeError))  # OSError, timeouts, InterfaceError, InternalClientError
+
+
+def _fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
+    """Why a fenced write did (or did not) apply, from the row's (status, token)."""
+    if row is None:
+        return MISSING
+    status, current = row
+    if current != token:
+        return LOST
+    if wanted_status is not None and status == wanted_status:
+        return OK
+    if status == "cancelled":
+        return CANCELLED
+    return LOST

@@ -1,0 +1,208 @@
+"""A throwaway PostgreSQL server for tests and benchmarks: initdb + pg_ctl into a temp directory.
+
+    with TempPostgres() as pg:          # starts a server on 127.0.0.1, a free port
+        Queue(pg.url)                   # postgresql://prismq@127.0.0.1:PORT/prismq_test
+
+or from a shell (prints the URL, stops the server on Ctrl-C / SIGTERM):
+
+    python tests/pg_server.py
+
+PostgreSQL refuses to run as root, so when this runs as root the server runs as
+an unprivileged user ("postgres" if it exists, else "nobody"), and its directory
+is created where that user can reach it. The server is for tests only: trust
+authentication on the loopback interface, fsync off.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl) were not found; install them with "
+                "'apt-get install postgresql' (Debian/Ubuntu) or put their directory on PATH "
+                "(or set PRISMQ_PG_BINDIR)")
+USER = "prismq"
+DATABASE = "prismq_test"
+
+
+class PostgresUnavailable(RuntimeError):
+    """No PostgreSQL server binaries on this machine."""
+
+
+def find_bindir() -> Optional[str]:
+    """The directory holding initdb and pg_ctl: $PRISMQ_PG_BINDIR, PATH, or /usr/lib/postgresql/*/bin."""
+    candidates = []
+    if os.environ.get("PRISMQ_PG_BINDIR"):
+        candidates.append(os.environ["PRISMQ_PG_BINDIR"])
+    for name in ("initdb", "pg_ctl"):
+        found = shutil.which(name)
+        if found:
+            candidates.append(os.path.dirname(os.path.realpath(found)))
+
+    def version(path: str) -> tuple:
+        parts = path.rstrip("/").split("/")
+        try:
+            return tuple(int(x) for x in parts[-2].split("."))
+        except (ValueError, IndexError):
+            return (0,)
+
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    candidates += ["/usr/local/pgsql/bin"]
+    for directory in candidates:
+        if all(os.access(os.path.join(directory, b), os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_account() -> Optional[pwd.struct_passwd]:
+    """None when not root; else an unprivileged account to run the server as."""
+    if os.geteuid() != 0:
+        return None
+    for name in (os.environ.get("PRISMQ_PG_USER"), "postgres", "nobody"):
+        if not name:
+            continue
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    # Neither exists: make a system account for it.
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "prismq-pg"],
+                   check=True, capture_output=True)
+    return pwd.getpwnam("prismq-pg")
+
+
+class TempPostgres:
+    """A PostgreSQL server in a temporary directory, stopped and removed by stop()."""
+
+    def __init__(self, bindir: Optional[str] = None, database: str = DATABASE) -> None:
+        self.bindir = bindir or find_bindir()
+        if self.bindir is None:
+            raise PostgresUnavailable(INSTALL_HINT)
+        self.database = database
+        self.account = _server_account()
+        self.dir: Optional[str] = None
+        self.port: Optional[int] = None
+        self.url: Optional[str] = None
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _bin(self, name: str) -> str:
+        return os.path.join(self.bindir, name)
+
+    def _run(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        kwargs: dict = {}
+        env = dict(os.environ, LC_ALL="C", LANG="C")
+        if self.account is not None:  # root: run as the unprivileged account
+            kwargs.update(user=self.account.pw_uid, group=self.account.pw_gid, extra_groups=[])
+            env["HOME"] = self.dir
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=self.dir, **kwargs)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
+                               f"{self._log_tail()}")
+        return proc
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "server.log"), encoding="utf-8", errors="replace") as f:
+                return "server log:\n" + f.read()[-3000:]
+        except (OSError, TypeError):
+            return ""
+
+    def _make_dir(self) -> str:
+        # The unprivileged account must reach the directory, so when running as
+        # root it goes in a world-traversable place, not under a root-only one.
+        bases = [None] if self.account is None else [None, "/tmp", "/var/tmp", "/dev/shm"]
+        for base in bases:
+            path = tempfile.mkdtemp(prefix="prismq-pg-", dir=base)
+            if self.account is None:
+                return path
+            os.chown(path, self.account.pw_uid, self.account.pw_gid)
+            probe = subprocess.run(["test", "-w", path], user=self.account.pw_uid, group=self.account.pw_gid,
+                                   extra_groups=[])
+            if probe.returncode == 0:
+                return path
+            shutil.rmtree(path, ignore_errors=True)
+        raise RuntimeError(f"no temporary directory is reachable by user {self.account.pw_name!r}")
+
+    # -- life cycle --------------------------------------------------------------
+
+    def start(self) -> "TempPostgres":
+        self.dir = self._make_dir()
+        data = os.path.join(self.dir, "data")
+        try:
+            self._run(self._bin("initdb"), "-D", data, "-U", USER, "--auth=trust", "-E", "UTF8",
+                      "--no-locale", "--no-sync")
+            for attempt in range(5):
+                self.port = _free_port()
+                options = (f"-F -c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+                           "-c fsync=off -c full_page_writes=off -c max_connections=200 "
+                           "-c shared_buffers=64MB")
+                try:
+                    self._run(self._bin("pg_ctl"), "-D", data, "-l", os.path.join(self.dir, "server.log"),
+                              "-w", "-t", "60", "-o", options, "start")
+                    break
+                except RuntimeError:
+                    if attempt == 4:  # the port was taken between choosing and binding, five times
+                        raise
+            self._run(self._bin("createdb") if os.path.exists(self._bin("createdb")) else "createdb",
+                      "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, self.database)
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"postgresql://{USER}@127.0.0.1:{self.port}/{self.database}"
+        return self
+
+    def stop(self) -> None:
+        if self.dir is None:
+            return
+        data = os.path.join(self.dir, "data")
+        if os.path.exists(os.path.join(data, "postmaster.pid")):
+            try:
+                self._run(self._bin("pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop", timeout=60)
+            except (RuntimeError, subprocess.TimeoutExpired):
+                pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    def __enter__(self) -> "TempPostgres":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    try:
+        server = TempPostgres().start()
+    except PostgresUnavailable as exc:
+        sys.exit(str(exc))
+    print(server.url, flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

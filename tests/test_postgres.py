@@ -1,0 +1,409 @@
+"""PostgreSQL-specific behaviour: URLs and schemas, migrations, errors, LISTEN/NOTIFY wake-ups,
+several worker processes on one server, a killed worker's tasks recovered, and the Hypothesis
+state machine run against PostgreSQL. The shared queue and worker tests run on PostgreSQL too,
+through the parametrized `queue` fixture of conftest.py."""
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from prismq_queue import (
+    DatabaseError, InvalidArgument, LeaseLost, Queue, QueueClosed, QueueError, RetryPolicy, SchemaVersionError,
+    Strategy, TaskStatus, Worker,
+)
+
+asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL backend needs asyncpg (pip install -e '.[test]')")
+
+from prismq_queue.backends.postgres import PostgresBackend, UnsupportedOperation  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def schema_of(location):
+    return location.rsplit("schema=", 1)[1]
+
+
+async def sql(url, query, *args):
+    """Run one statement on a connection of its own (as another tool or process would)."""
+    conn = await asyncpg.connect(url.split("?")[0])
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+# -- URLs and options (no server needed) -----------------------------------------
+
+
+def test_postgres_urls_pick_the_postgres_backend():
+    for url in ("postgresql://u@db.example:5432/app", "postgres://u@db.example/app", "POSTGRESQL://u@h/app"):
+        backend = Queue(url).backend
+        assert isinstance(backend, PostgresBackend) and backend.schema == "prismq"
+    assert Queue("postgresql://u@h/app?schema=jobs").backend.schema == "jobs"
+    assert Queue("postgresql://u@h/app", schema="jobs").backend.schema == "jobs"
+    backend = Queue("postgresql://u:secret@h/app?sslmode=disable&schema=jobs").backend
+    assert "secret" not in backend.url and "schema=jobs" in backend.url
+    assert "sslmode=disable" in backend.dsn and "schema" not in backend.dsn
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"schema": "pg_catalog"}, {"schema": "bad-name"}, {"schema": ""}, {"schema": "x" * 60}, {"schema": 3},
+    {"durability": "sometimes"}, {"busy_timeout": 0}, {"connect_timeout": -1},
+])
+def test_bad_postgres_options_are_refused(kwargs):
+    with pytest.raises(InvalidArgument):
+        Queue("postgresql://u@h/app", **kwargs)
+
+
+def test_schema_given_twice_differently_is_refused():
+    with pytest.raises(InvalidArgument):
+        Queue("postgresql://u@h/app?schema=a", schema="b")
+
+
+async def test_unreachable_server_is_a_database_error():
+    with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
+        await Queue("postgresql://nobody@127.0.0.1:1/none", connect_timeout=5).open()
+
+
+# -- schema and migrations --------------------------------------------------------
+
+
+async def test_missing_database_is_a_database_error(pg_url):
+    url = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    with pytest.raises(DatabaseError, match="no_such_database"):
+        await Queue(url).open()
+
+
+async def test_schema_is_created_versioned_and_chosen_by_the_user(pg_url, pg_location):
+    schema = schema_of(pg_location)
+    async with Queue(pg_url, schema=schema) as a, Queue(pg_location) as same, \
+            Queue(pg_url, schema=schema + "_other") as other:
+        tid = await a.enqueue("t", 1)
+        assert (await same.get(tid)).payload == 1
+        assert await other.get(tid) is None and (await other.stats())["total"] == 0
+    tables = await sql(pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 "
+                               "ORDER BY 1", schema)
+    assert [r[0] for r in tables] == ["prismq_tasks", "prismq_version"]
+    assert (await sql(pg_url, f'SELECT version FROM "{schema}".prismq_version'))[0][0] == 1
+
+
+async def test_newer_schema_version_is_refused_and_left_unchanged(pg_url, pg_location):
+    schema = schema_of(pg_location)
+    async with Queue(pg_location) as q:
+        await q.enqueue("t")
+    await sql(pg_url, f'UPDATE "{schema}".prismq_version SET version = 99')
+
+    async def snapshot():
+        return [tuple(r) for r in await sql(pg_url, "SELECT c.relname, c.relkind FROM pg_class c "
+                                                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                                    "WHERE n.nspname = $1 ORDER BY 1", schema)]
+
+    before = await snapshot()
+    with pytest.raises(SchemaVersionError, match="newer"):
+        await Queue(pg_location).open()
+    assert await snapshot() == before
+    assert (await sql(pg_url, f'SELECT version FROM "{schema}".prismq_version'))[0][0] == 99
+    assert (await sql(pg_url, f'SELECT count(*) FROM "{schema}".prismq_tasks'))[0][0] == 1
+
+
+async def test_a_schema_from_the_future_without_tasks_is_not_touched(pg_url, pg_location):
+    schema = schema_of(pg_location)
+    await sql(pg_url, f'CREATE SCHEMA "{schema}"')
+    await sql(pg_url, f'CREATE TABLE "{schema}".prismq_version (version integer NOT NULL)')
+    await sql(pg_url, f'INSERT INTO "{schema}".prismq_version VALUES (7)')
+    with pytest.raises(SchemaVersionError):
+        await Queue(pg_location).open()
+    assert not await sql(pg_url, "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 "
+                                 "AND table_name = 'prismq_tasks'", schema)
+
+
+async def test_many_queues_migrating_one_schema_at_once(pg_location):
+    queues = [Queue(pg_location) for _ in range(6)]
+    await asyncio.gather(*[q.open() for q in queues])
+    try:
+        ids = await asyncio.gather(*[q.enqueue("t", i) for i, q in enumerate(queues)])
+        assert len(set(ids)) == 6
+    finally:
+        await asyncio.gather(*[q.close() for q in queues])
+
+
+# -- the API on PostgreSQL, where the shared tests use SQLite internals -------------
+
+
+async def test_fifo_and_lifo_order(pg_location):
+    async with Queue(pg_location) as q:
+        ids = await q.enqueue_many([("t", i) for i in range(5)])
+        assert [t.id for t in await q.claim("w", limit=2, strategy=Strategy.FIFO)] == ids[:2]
+        assert [t.id for t in await q.claim("w", limit=2, strategy="lifo")] == [ids[4], ids[3]]
+
+
+async def test_fail_retries_with_backoff_from_the_policy(pg_url, pg_location):
+    async with Queue(pg_location, retry=RetryPolicy(max_attempts=2, base_delay=100, jitter=0)) as q:
+        tid = await q.enqueue("t")
+        (task,) = await q.claim("w")
+        assert await q.fail(task, "boom") == TaskStatus.QUEUED
+        stored = await q.get(tid)
+        assert stored.error == "boom" and 99 < stored.run_at - time.time() <= 100
+        assert await q.claim("w") == []  # backing off
+        await sql(pg_url, f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET run_at = 0')
+        (task,) = await q.claim("w")
+        assert task.attempts == 2
+        assert await q.fail(task, "boom again") == TaskStatus.FAILED
+
+
+async def test_idempotency_is_race_free_across_connections(pg_location):
+    async with Queue(pg_location) as q1, Queue(pg_location) as q2:
+        ids = await asyncio.gather(*[q.enqueue("t", i, idempotency_key="same")
+                                     for i, q in enumerate([q1, q2] * 10)])
+        assert len(set(ids)) == 1
+        assert (await q1.stats())["total"] == 1
+        mixed = await q2.enqueue_many([("t", 1), ("t", 2, {"idempotency_key": "same"}),
+                                       ("t", 3, {"idempotency_key": "new"}), ("t", 4, {"idempotency_key": "new"})])
+        assert mixed[1] == ids[0] and mixed[2] == mixed[3] and len(set(mixed)) == 3
+
+
+async def test_weighted_random_reports_next_due_when_nothing_is_ready(pg_location):
+    async with Queue(pg_location) as q:
+        await q.enqueue("t", delay=60)
+        request = q._claim_request("w", 5, Strategy.WEIGHTED_RANDOM, 30)
+        result = await q.backend.cycle((), request, True, time.time())
+        assert result.claimed == [] and result.next_due > time.time() + 50
+
+
+async def test_reopening_keeps_tasks(pg_location):
+    async with Queue(pg_location) as q:
+        tid = await q.enqueue("t", {"keep": True})
+    async with Queue(pg_location) as q:
+        assert (await q.get(tid)).payload == {"keep": True}
+
+
+async def test_calls_on_a_closed_queue(pg_location):
+    q = Queue(pg_location)
+    with pytest.raises(QueueClosed):
+        await q.enqueue("t")
+    await q.open()
+    await q.close()
+    with pytest.raises(QueueClosed):
+        await q.get(1)
+
+
+@pytest.mark.parametrize("durability,expected", [("normal", "off"), ("full", "on")])
+async def test_durability_sets_synchronous_commit(pg_location, durability, expected):
+    async with Queue(pg_location, durability=durability) as q:
+        assert await q.backend._run(lambda c: c.fetchval("SHOW synchronous_commit")) == expected
+
+
+async def test_values_postgres_cannot_store_are_refused_and_nothing_is_written(pg_location):
+    async with Queue(pg_location) as q:
+        with pytest.raises(InvalidArgument):
+            await q.enqueue("nul\x00type")
+        with pytest.raises(InvalidArgument):
+            await q.enqueue_many([("t", 1), ("t", 2, {"priority": 2 ** 70})])
+        assert (await q.stats())["total"] == 0
+        # An error text with a NUL must not make the worker's acknowledgement fail forever.
+        tid = await q.enqueue("t", "payload \x00 is JSON-escaped")
+        (task,) = await q.claim("w")
+        assert task.payload == "payload \x00 is JSON-escaped"
+        await q.fail(task, "bad\x00byte", retry=False)
+        assert (await q.get(tid)).error == "bad\\x00byte"
+
+
+async def test_maintenance_on_postgres(pg_location):
+    async with Queue(pg_location) as q:
+        await q.enqueue_many([("a", i) for i in range(50)])
+        for t in await q.claim("w", limit=10):
+            await q.complete(t)
+        assert await q.purge(older_than=0) == 10
+        await q.vacuum()
+        assert await q.integrity_check() == ["ok"]
+        await q.backend._run(lambda c: c.execute(
+            f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET lease_until = 1 WHERE status = \'queued\''))
+        problems = await q.integrity_check()
+        assert len(problems) == 40 and "queued but leased" in problems[0]
+        with pytest.raises(UnsupportedOperation, match="pg_dump"):
+            await q.backup("/tmp/never.db")
+        with pytest.raises(UnsupportedOperation):
+            await q.checkpoint()
+        assert issubclass(UnsupportedOperation, QueueError)
+
+
+async def test_a_dropped_connection_is_reopened(pg_url, pg_location):
+    async with Queue(pg_location) as q:
+        tid = await q.enqueue("t")
+        pid = q.backend._conn.get_server_pid()
+        await sql(pg_url, "SELECT pg_terminate_backend($1)", pid)
+        for _ in range(3):  # the call that meets the dead connection may fail, cleanly
+            try:
+                assert (await q.get(tid)).id == tid
+                break
+            except DatabaseError as exc:
+                assert "connection" in str(exc)
+        else:
+            raise AssertionError("the queue did not reconnect")
+
+
+# -- LISTEN/NOTIFY wake-ups -------------------------------------------------------
+
+
+async def _idle_worker_is_woken_by(pg_location, produce):
+    async with Queue(pg_location) as q:
+        started = asyncio.Event()
+        worker = Worker(q, poll_interval=30)  # a poll would take 30 s: only a notification can start it
+        worker.register("t", lambda task: started.set())
+        runner = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.2)
+            await produce()
+            await asyncio.wait_for(started.wait(), 10)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(runner, 10)
+
+
+async def test_another_connection_wakes_an_idle_worker(pg_location):
+    async def produce():
+        async with Queue(pg_location) as other:  # a separate connection, as another process would have
+            await other.enqueue("t")
+
+    await _idle_worker_is_woken_by(pg_location, produce)
+
+
+async def test_an_insert_by_another_tool_wakes_an_idle_worker(pg_url, pg_location):
+    async def produce():  # the trigger notifies, whoever inserts
+        await sql(pg_url, f'INSERT INTO "{schema_of(pg_location)}".prismq_tasks '
+                          "(type, payload, priority, status, run_at, max_attempts, created_at) "
+                          "VALUES ('t', 'null', 100, 'queued', 0, 5, 0)")
+
+    await _idle_worker_is_woken_by(pg_location, produce)
+
+
+async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_location):
+    async def produce():
+        async with Queue(pg_location) as other:
+            await other.enqueue("t", delay=3600)  # not due: nobody may take it yet
+            await other.backend._run(lambda c: c.execute(
+                f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET run_at = 0'))
+            (task,) = await other.claim("holder")
+            await other.release(task)  # handed back: due at once, and announced
+
+    await _idle_worker_is_woken_by(pg_location, produce)
+
+
+async def test_work_added_before_the_first_wait_is_not_missed(pg_location):
+    async with Queue(pg_location) as q, Queue(pg_location) as other:
+        await other.enqueue("t", delay=0.3)
+        done = asyncio.Event()
+        worker = Worker(q, poll_interval=30)
+        worker.register("t", lambda task: done.set())
+        runner = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(done.wait(), 10)  # found by next_due, not by a poll
+        finally:
+            worker.stop()
+            await asyncio.wait_for(runner, 10)
+
+
+# -- many processes ---------------------------------------------------------------
+
+
+def spawn(location, log, *extra):
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "proc_worker.py"), location, log, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def executions(tmp_path):
+    runs = collections.Counter()
+    for name in os.listdir(tmp_path):
+        if name.endswith(".log"):
+            with open(tmp_path / name) as f:
+                runs.update(int(line) for line in f if line.strip())
+    return runs
+
+
+@pytest.mark.slow
+async def test_four_processes_drain_one_queue_exactly_once(tmp_path, pg_location):
+    async with Queue(pg_location) as q:
+        ids = await q.enqueue_many([("job", i) for i in range(2000)])
+    procs = [spawn(pg_location, str(tmp_path / f"w{i}.log"), "--concurrency", "8") for i in range(4)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    runs = executions(tmp_path)
+    assert set(runs) == set(ids)
+    assert max(runs.values()) == 1  # no task ran twice
+    async with Queue(pg_location) as q:
+        stats = await q.stats()
+        assert stats["by_status"]["completed"] == 2000 and stats["total"] == 2000
+        pids = {(await q.get(i)).result for i in ids[::50]}
+    assert len(pids) >= 2  # the work really was shared between processes
+
+
+@pytest.mark.slow
+async def test_killed_worker_tasks_are_recovered_after_the_lease(tmp_path, pg_location):
+    async with Queue(pg_location) as q:
+        ids = await q.enqueue_many([("job", i) for i in range(30)])
+    victim = spawn(pg_location, str(tmp_path / "victim.log"), "--sleep", "0.5", "--concurrency", "5",
+                   "--lease", "1.0", "--forever")
+    assert victim.stdout.readline().strip() == "ready"
+    while sum(executions(tmp_path).values()) < 5:  # it holds 5 leases, mid-handler
+        await asyncio.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    async with Queue(pg_location) as q:
+        stranded = await q.list_tasks(status="running")
+        assert stranded, "the killed worker should have left leased tasks behind"
+        with pytest.raises(LeaseLost):  # a stranger's token never finishes a task
+            forged = stranded[0]
+            forged.token += 1
+            await q.complete(forged)
+        rescuer = Worker(q, concurrency=10, lease_seconds=5, poll_interval=30)
+
+        async def handler(task):
+            with open(tmp_path / "rescuer.log", "a") as f:
+                f.write(f"{task.id}\n")
+
+        rescuer.register("job", handler)
+        runner = asyncio.create_task(rescuer.run())
+        for _ in range(3000):  # the stranded tasks come back once their leases run out
+            if (await q.stats())["by_status"]["completed"] == 30:
+                break
+            await asyncio.sleep(0.02)
+        rescuer.stop()
+        await runner
+        tasks = [await q.get(i) for i in ids]
+    assert all(t.status == TaskStatus.COMPLETED for t in tasks)
+    for t in stranded:
+        again = next(x for x in tasks if x.id == t.id)
+        assert again.attempts == 2  # the lost attempt was counted, then it ran again
+    assert set(executions(tmp_path)) == set(ids)
+
+
+# -- the model-based test, on PostgreSQL ------------------------------------------
+
+
+def test_state_machine_on_postgres(pg_url):
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+    from test_stateful import QueueModel
+
+    from conftest import SCHEMA_PREFIX
+
+    counter = iter(range(10 ** 6))
+
+    class PostgresModel(QueueModel):
+        def __init__(self):
+            super().__init__()  # opens a SQLite queue; swap it for a PostgreSQL one
+            self.run(self.q.close())
+            self.q = Queue(f"{pg_url}?schema={SCHEMA_PREFIX}model_{next(counter)}",
+                           retry=RetryPolicy(base_delay=0, jitter=0))
+            self.run(self.q.open())
+
+    run_state_machine_as_test(PostgresModel, settings=settings(max_examples=25, stateful_step_count=30,
+                                                               deadline=None))
