@@ -30,7 +30,7 @@ K = 10
 LEVELS = list(range(1, 11))
 
 
-async def _run(path: str, strategy: str, seed: int) -> dict:
+async def _run(path: str, strategy: str, seed: int, rounds: int = ROUNDS) -> dict:
     pq = h.pq()
     strat = getattr(pq.Strategy, strategy, None)
     if strat is None:
@@ -58,7 +58,7 @@ async def _run(path: str, strategy: str, seed: int) -> dict:
         await q.claim("warm", limit=1, strategy=strat, lease_seconds=3600)
         for p in LEVELS:
             arrived[p] = 0
-        for rnd in range(1, ROUNDS + 1):
+        for rnd in range(1, rounds + 1):
             await add(q, K)
             t0 = time.perf_counter()
             tasks = await q.claim("w", limit=K, strategy=strat, lease_seconds=3600)
@@ -69,7 +69,7 @@ async def _run(path: str, strategy: str, seed: int) -> dict:
                 if p == LEVELS[-1]:
                     waits_low.append(rnd - enq_at[t.id])
                 del enq_at[t.id]
-        waits_low += [ROUNDS - at for tid, at in enq_at.items() if prio[tid] == LEVELS[-1]]
+        waits_low += [rounds - at for tid, at in enq_at.items() if prio[tid] == LEVELS[-1]]
     h.remove_db(path)
     return {
         "claim_ms": h.median(claim_times) * 1000,
@@ -81,7 +81,8 @@ async def _run(path: str, strategy: str, seed: int) -> dict:
 def measure(strategy: str) -> dict:
     tmp = h.TempDir()
     try:
-        runs = [h.run(_run, tmp.file(), strategy, seed) for seed in range(h.repeats() + 1)][1:]
+        h.run(_run, tmp.file(), strategy, 0, max(2, ROUNDS // 10))  # warm-up
+        runs = [h.run(_run, tmp.file(), strategy, seed) for seed in range(1, h.repeats() + 1)]
         return {k: h.median(r[k] for r in runs) for k in runs[0]}
     finally:
         tmp.cleanup()
