@@ -186,7 +186,10 @@ class Worker:
     def _wake_threadsafe(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake)
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:
+                pass  # the loop closed in the meantime: nobody is waiting any more
 
     # -- running handlers -----------------------------------------------------
 

@@ -98,14 +98,14 @@ class ChangeWatcher:
     def disarm(self, wake: Callable[[], None]) -> None:
         with self._lock:
             self._wakes.discard(wake)
-            if not self._wakes:
+            if not self._wakes and not self._stopped:
                 self._armed.clear()
 
     def stop(self) -> None:
-        self._stopped = True
-        self._armed.set()
+        with self._lock:
+            self._stopped = True
+            self._armed.set()
         self._thread.join(timeout=5)
-        self._events.close()
 
     def _run(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
@@ -145,6 +145,7 @@ class ChangeWatcher:
                     pause = 0.0001
         finally:
             conn.close()
+            self._events.close()  # the thread owns the descriptor it waits on
 
     def _fire(self) -> None:
         with self._lock:
