@@ -109,7 +109,7 @@ def main(argv=None):
         run_args += ["--bench", args.bench]
     if args.no_run:
         print("skipped (--no-run)")
-    elif args.range:
+    elif args.range and args.range != "TAGS":
         print(f"range {args.range}: commits that already have results on {MACHINE} are skipped")
         rc = asv("run", args.range, *run_args, check=False)
         if rc == 2:
@@ -117,10 +117,18 @@ def main(argv=None):
         elif rc != 0:
             raise SystemExit(f"asv run failed (exit {rc})")
     else:
-        wanted = git("rev-list", "--first-parent", f"-n{args.count}", branch).split()
+        if args.range == "TAGS":
+            # asv's TAGS hands tag names, not hashes, to --skip-existing-commits, which then
+            # skips nothing; resolve the tags here so that benchmarked ones are skipped.
+            tags = git("tag", "--list").split()
+            wanted = list(dict.fromkeys(git("rev-list", "-n1", t).strip() for t in tags))
+            what = f"{len(tags)} tags"
+        else:
+            wanted = git("rev-list", "--first-parent", f"-n{args.count}", branch).split()
+            what = f"newest {len(wanted)} commits of {branch}"
         done = existing_hashes(results_dir)
         todo = [h for h in wanted if h not in done]
-        print(f"newest {len(wanted)} commits of {branch}: {len(todo)} to benchmark, "
+        print(f"{what}: {len(todo)} to benchmark, "
               f"{len(wanted) - len(todo)} already have results on {MACHINE}")
         for h in todo:
             print("  " + git("log", "-1", "--format=%h %cs %s", h).strip())

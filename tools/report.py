@@ -34,6 +34,9 @@ from asv import step_detect
 from asv.config import Config
 from asv.results import iter_results_for_machine
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import better_of  # noqa: E402  (one rule for "which way is better")
+
 STEP_THRESHOLD = 0.05  # relative size below which a step is not reported
 
 
@@ -172,7 +175,7 @@ def steps_for(hist, entry):
     return out
 
 
-def asv_regressions(html_dir):
+def asv_regressions(html_dir, bench_meta=None, declared=None):
     path = os.path.join(html_dir, "regressions.json")
     index_path = os.path.join(html_dir, "index.json")
     if not (os.path.exists(path) and os.path.exists(index_path)):
@@ -183,13 +186,16 @@ def asv_regressions(html_dir):
         rev_to_hash = json.load(f)["revision_to_hash"]
     out = []
     for name, _graph, env_params, _idx, last, best, jumps in data:
+        key = name.split("(", 1)[0]
+        better = better_of(key, (bench_meta or {}).get(key, {}), declared or {})
         for rev1, rev2, v1, v2 in jumps:
             out.append({
                 "benchmark": name, "env": env_params,
                 "commit_before": rev_to_hash.get(str(rev1)) if rev1 is not None else None,
                 "commit_after": rev_to_hash.get(str(rev2)),
                 "value_before": v1, "value_after": v2, "change": change(v2, v1),
-                "latest": last, "best": best,
+                "latest": last, "best": best, "better": better,
+                "really": "regression" if better == "lower" else "improvement",
             })
     return out
 
@@ -246,7 +252,9 @@ def build(conf, machine, targets_path):
         "benchmarked_commits": len(hist.commits),
         "headlines": headlines, "peers": peers,
         "regressions_step_detect": step_regs,
-        "regressions_asv": asv_regressions(conf.html_dir),
+        "regressions_asv": asv_regressions(
+            conf.html_dir, bench_meta,
+            {e["name"]: e["better"] for e in targets if "better" in e and not e.get("peer")}),
         "summary": {
             "pass": sum(1 for r in headlines + peers if r["pass"] is True),
             "fail": sum(1 for r in headlines + peers if r["pass"] is False),
@@ -275,6 +283,13 @@ def params_text(p):
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
+def label_of(row):
+    """The entry's label; the benchmark name and params when it has none."""
+    if row.get("label") and row["label"] != row["name"]:
+        return row["label"]
+    return row["name"] + (f" ({params_text(row['params'])})" if row["params"] else "")
+
+
 def to_markdown(rep):
     short = lambda c: c[:8] if c else "—"
     new, prev = rep["newest_commit"], rep["previous_commit"]
@@ -293,7 +308,7 @@ def to_markdown(rep):
               "| figure | target | newest | previous | change | status |",
               "|---|---|---|---|---|---|"]
     for r in rep["headlines"]:
-        label = r["label"] + (f" ({params_text(r['params'])})" if r["params"] else "")
+        label = label_of(r)
         lines.append(f"| {label} | {target_text(r)} | {fmt(r['value'], r['unit'])} | "
                      f"{fmt(r['previous'], r['unit'])} | {pct(r['change'])} | {status(r)} |")
     lines += ["", "## prismq_queue against its peers and the sqlite3 floor", "",
@@ -301,7 +316,7 @@ def to_markdown(rep):
               "| comparison | target | newest | previous | change | status |",
               "|---|---|---|---|---|---|"]
     for r in rep["peers"]:
-        label = r["label"] + (f" ({params_text(r['params'])})" if r["params"] else "")
+        label = label_of(r)
         v = lambda x: "n/a" if x is None else f"{x:.2f}×"
         t = "—" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']}×"
         lines.append(f"| {label} | {t} | {v(r['value'])} | {v(r['previous'])} | "
@@ -314,25 +329,28 @@ def to_markdown(rep):
         for g in rep["regressions_step_detect"]:
             where = (f"`{short(g['commit_after'])}`" if g["commit_before"] is None else
                      f"`{short(g['commit_before'])}..{short(g['commit_after'])}`")
-            label = g["label"] + (f" ({params_text(g['params'])})" if g["params"] else "")
+            label = label_of(g)
             lines.append(f"| {label} | {where} | {fmt(g['value_before'], g['unit'])} | "
                          f"{fmt(g['value_after'], g['unit'])} | {pct(g['change'])} |")
     else:
-        lines.append("None found (needs at least 3 benchmarked commits per figure).")
-    lines += ["", "All benchmarks, as `asv publish` lists them (regressions.json; asv counts every "
-              "rise as a regression, so for a rate such as tasks/s a listed step is an improvement):", ""]
+        lines.append("None found" + (" (step detection needs at least 3 benchmarked commits)."
+                                     if rep["benchmarked_commits"] < 3 else "."))
+    lines += ["", "All benchmarks, as `asv publish` lists them (regressions.json). asv counts every "
+              "rise as a regression; the last column says which way it really went (a rise of "
+              "tasks/s, a ratio or an efficiency is an improvement):", ""]
     regs = rep["regressions_asv"]
     if regs is None:
         lines.append("regressions.json not found (run `asv publish`).")
     elif not regs:
         lines.append("None.")
     else:
-        lines += ["| benchmark | introduced by | before | after | change |", "|---|---|---|---|---|"]
+        lines += ["| benchmark | introduced by | before | after | change | really |",
+                  "|---|---|---|---|---|---|"]
         for g in regs:
             where = (f"`{short(g['commit_after'])}`" if g["commit_before"] is None else
                      f"`{short(g['commit_before'])}..{short(g['commit_after'])}`")
             lines.append(f"| {g['benchmark']} | {where} | {g['value_before']:.4g} | "
-                         f"{g['value_after']:.4g} | {pct(g['change'])} |")
+                         f"{g['value_after']:.4g} | {pct(g['change'])} | {g['really']} |")
     lines.append("")
     return "\n".join(lines)
 
