@@ -335,3 +335,98 @@ def shared(key: str, fn: Callable[[], Any]) -> Any:
 
 def clear_memo() -> None:
     _MEMO.clear()
+
+
+# ---------------------------------------------------------------- backends
+BACKENDS = ["sqlite", "postgresql"]
+PG_ENV = "PRISMQ_BENCH_PG"
+
+
+def need_backend(backend: str) -> None:
+    """Skip (NotImplementedError) unless `backend` can be measured here, on this commit."""
+    if backend == "sqlite":
+        return
+    import importlib.util
+
+    if not os.environ.get(PG_ENV):
+        raise NotImplementedError(f"set {PG_ENV}=postgresql://user@host:port/db to run the PostgreSQL benchmarks")
+    if importlib.util.find_spec("asyncpg") is None:
+        raise NotImplementedError("asyncpg is not installed")
+    pq()
+    try:
+        found = importlib.util.find_spec("prismq_queue.backends.postgres") is not None
+    except ImportError:
+        found = False
+    if not found:
+        raise NotImplementedError("this commit of prismq_queue has no PostgreSQL backend")
+
+
+class Store:
+    """Where a benchmark's queues live: files in a temp dir, or fresh schemas on the server.
+
+    location() hands out a new queue location each call (a file path for SQLite, the
+    PRISMQ_BENCH_PG URL with a schema of its own for PostgreSQL); reset() empties one;
+    cleanup() removes everything this Store made.
+    """
+
+    def __init__(self, backend: str, tag: str = "b"):
+        need_backend(backend)
+        self.backend = backend
+        self.tag = "".join(c for c in tag if c.isalnum())[:12] or "b"
+        self.tmp = TempDir()
+        self.schemas: list[str] = []
+
+    def location(self, name: str = "q") -> str:
+        if self.backend == "sqlite":
+            return self.tmp.file(f"{name}.db")
+        schema = f"bench_{self.tag}_{os.getpid()}_{len(self.schemas)}"
+        self.schemas.append(schema)
+        url = os.environ[PG_ENV]
+        return url + ("&" if "?" in url else "?") + "schema=" + schema
+
+    def _drop(self, schemas: Sequence[str]) -> None:
+        import asyncpg
+
+        async def go():
+            conn = await asyncpg.connect(os.environ[PG_ENV].split("?")[0])
+            try:
+                for s in schemas:
+                    await conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
+            finally:
+                await conn.close()
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            run(go)
+            return
+        # called from a coroutine (outside any timed region): use a loop of its own
+        import threading
+
+        errors: list[BaseException] = []
+
+        def target():
+            try:
+                run(go)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+        if errors:
+            raise errors[0]
+
+    def reset(self, location: str) -> None:
+        if self.backend == "sqlite":
+            remove_db(location)
+        else:
+            self._drop([location.rsplit("schema=", 1)[1].split("&")[0]])
+
+    def cleanup(self) -> None:
+        if self.backend != "sqlite" and self.schemas:
+            try:
+                self._drop(self.schemas)
+            except Exception:  # noqa: BLE001 - a server gone away must not hide the result
+                pass
+        self.tmp.cleanup()

@@ -1,5 +1,6 @@
 """Concurrency: 1, 2, 4, 8, 16 and 20 worker *processes* on one SQLite file.
 
+(With ``PRISMQ_BENCH_PG`` set, the same on PostgreSQL: param ``backend``.)
 Each worker process opens its own Queue (its own connection) and loops
 ``claim(limit=10)`` / ``complete`` until the queue is empty, so SQLite's single-writer
 lock is really contended (the original suite shared one connection behind a lock and
@@ -31,11 +32,11 @@ TASKS = h.size(2_000, 200)
 LIMIT = 10
 
 
-def measure_all() -> dict:
+def measure_all(backend: str = "sqlite") -> dict:
     """Every process count, with one pool of worker processes (the first N take part)."""
     pq = h.pq()
-    tmp = h.TempDir()
-    path = tmp.file()
+    store = h.Store(backend, "conc")
+    path = store.location()
     kids: list[h.Child] = []
     try:
         async def make():
@@ -48,7 +49,7 @@ def measure_all() -> dict:
     finally:
         for k in kids:
             k.close()
-        tmp.cleanup()
+        store.cleanup()
 
 
 def _measure(pq, path: str, kids: list) -> dict:
@@ -87,62 +88,63 @@ def _measure(pq, path: str, kids: list) -> dict:
 class WorkerProcesses:
     """N worker processes, each with its own connection, draining one file."""
 
-    params = [PROCESSES]
-    param_names = ["processes"]
+    params = [h.BACKENDS, PROCESSES]
+    param_names = ["backend", "processes"]
     timeout = 300
     version = 1
 
-    def setup(self, processes):
+    def setup(self, backend, processes):
         h.pq()
+        h.need_backend(backend)
 
-    def _m(self, processes):
-        return h.shared("concurrency", measure_all)[str(processes)]
+    def _m(self, backend, processes):
+        return h.shared(f"concurrency-{backend}", lambda: measure_all(backend))[str(processes)]
 
-    def track_tasks_per_second(self, processes):
-        return self._m(processes)["rate"]
+    def track_tasks_per_second(self, backend, processes):
+        return self._m(backend, processes)["rate"]
 
     track_tasks_per_second.unit = "tasks/s"
     track_tasks_per_second.pretty_name = "Concurrency: tasks/s with N worker processes"
 
-    def track_speedup(self, processes):
-        return self._m(processes)["rate"] / self._m(1)["rate"]
+    def track_speedup(self, backend, processes):
+        return self._m(backend, processes)["rate"] / self._m(backend, 1)["rate"]
 
     track_speedup.unit = "x 1-process rate"
     track_speedup.pretty_name = "Concurrency: speedup over 1 process"
 
-    def track_scaling_efficiency(self, processes):
-        ideal = min(processes, os.cpu_count() or 1) * self._m(1)["rate"]
-        return self._m(processes)["rate"] / ideal
+    def track_scaling_efficiency(self, backend, processes):
+        ideal = min(processes, os.cpu_count() or 1) * self._m(backend, 1)["rate"]
+        return self._m(backend, processes)["rate"] / ideal
 
     track_scaling_efficiency.unit = "fraction of ideal"
     track_scaling_efficiency.pretty_name = "Concurrency: rate / (min(N, CPUs) x 1-process rate)"
 
-    def track_locked_errors(self, processes):
-        return self._m(processes)["locked"]
+    def track_locked_errors(self, backend, processes):
+        return self._m(backend, processes)["locked"]
 
     track_locked_errors.unit = "errors"
     track_locked_errors.pretty_name = "Concurrency: 'database is locked' errors reaching the caller"
 
-    def track_duplicate_claims(self, processes):
-        return self._m(processes)["duplicates"]
+    def track_duplicate_claims(self, backend, processes):
+        return self._m(backend, processes)["duplicates"]
 
     track_duplicate_claims.unit = "tasks"
     track_duplicate_claims.pretty_name = "Concurrency: tasks claimed twice (must be 0)"
 
-    def track_lost_tasks(self, processes):
-        return self._m(processes)["lost"]
+    def track_lost_tasks(self, backend, processes):
+        return self._m(backend, processes)["lost"]
 
     track_lost_tasks.unit = "tasks"
     track_lost_tasks.pretty_name = "Concurrency: tasks never completed (must be 0)"
 
-    def track_fairness(self, processes):
-        return self._m(processes)["fairness"]
+    def track_fairness(self, backend, processes):
+        return self._m(backend, processes)["fairness"]
 
     track_fairness.unit = "Jain index"
     track_fairness.pretty_name = "Concurrency: Jain fairness of tasks per process"
 
-    def track_conflict_rate(self, processes):
-        return self._m(processes)["conflict_rate"]
+    def track_conflict_rate(self, backend, processes):
+        return self._m(backend, processes)["conflict_rate"]
 
     track_conflict_rate.unit = "fraction of claims"
     track_conflict_rate.pretty_name = "Concurrency: empty claims while ready tasks existed"

@@ -12,6 +12,7 @@ Four scenarios, each the median over 3 repeats of the percentile within a repeat
   of the capacity measured in the same run (a Worker draining queued no-op tasks).
 
 Also: the CPU an idle Worker burns while it waits for work (target < 3 % of a core).
+Both also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server.
 """
 
 from __future__ import annotations
@@ -131,44 +132,45 @@ async def _scenario(path: str, where: str, load: str, rate: float, rounds: int) 
     return out
 
 
-def measure_all() -> dict:
-    tmp = h.TempDir()
+def measure_all(backend: str = "sqlite") -> dict:
+    store = h.Store(backend, "lat")
     try:
-        rate = h.run(_capacity, tmp.file("cap.db"))
+        rate = h.run(_capacity, store.location("cap"))
         out = {"capacity": rate}
         for sc in SCENARIOS:
             where, load = sc.split("-")
-            out[sc] = h.run(_scenario, tmp.file(f"{sc}.db"), where, load, rate, h.repeats() + 1)
+            out[sc] = h.run(_scenario, store.location(sc.replace("-", "_")), where, load, rate, h.repeats() + 1)
         return out
     finally:
-        tmp.cleanup()
+        store.cleanup()
 
 
 class EnqueueToHandler:
     """Latency percentiles (ms) from enqueue to handler start and to completion."""
 
-    params = [SCENARIOS, ["p50", "p95", "p99"]]
-    param_names = ["scenario", "percentile"]
+    params = [h.BACKENDS, SCENARIOS, ["p50", "p95", "p99"]]
+    param_names = ["backend", "scenario", "percentile"]
     unit = "ms"
     timeout = 300
     version = 1
 
-    def setup(self, scenario, percentile):
+    def setup(self, backend, scenario, percentile):
         h.pq()
+        h.need_backend(backend)
 
-    def _get(self, scenario, key):
-        v = h.shared("latency", measure_all)[scenario][key]
+    def _get(self, backend, scenario, key):
+        v = h.shared(f"latency-{backend}", lambda: measure_all(backend))[scenario][key]
         if v is None:
-            raise NotImplementedError("this commit does not record finished_at")
+            raise RuntimeError("this commit does not record finished_at")
         return v
 
-    def track_to_start(self, scenario, percentile):
-        return self._get(scenario, "start_" + percentile)
+    def track_to_start(self, backend, scenario, percentile):
+        return self._get(backend, scenario, "start_" + percentile)
 
     track_to_start.pretty_name = "Latency: enqueue -> handler start (ms)"
 
-    def track_to_completion(self, scenario, percentile):
-        return self._get(scenario, "done_" + percentile)
+    def track_to_completion(self, backend, scenario, percentile):
+        return self._get(backend, scenario, "done_" + percentile)
 
     track_to_completion.pretty_name = "Latency: enqueue -> completed (finished_at, ms)"
 
@@ -176,31 +178,36 @@ class EnqueueToHandler:
 class IdleWorker:
     """CPU an idle Worker in its own process burns while polling for work."""
 
+    params = [h.BACKENDS]
+    param_names = ["backend"]
     unit = "% of a core"
     timeout = 120
     version = 1
 
-    def setup(self):
+    def setup(self, backend):
         h.pq()
+        h.need_backend(backend)
 
-    def track_idle_cpu(self):
+    def track_idle_cpu(self, backend):
         def measure():
-            tmp = h.TempDir()
+            store = h.Store(backend, "idle")
             try:
+                loc = store.location()
+
                 async def make():
-                    async with h.pq().Queue(tmp.file(), durability="normal"):
+                    async with h.pq().Queue(loc, durability="normal"):
                         pass
 
                 h.run(make)
-                kid = h.start_children("idle", [(tmp.file(), IDLE_SECONDS)])[0]
+                kid = h.start_children("idle", [(loc, IDLE_SECONDS)])[0]
                 try:
                     res = kid.recv()
                 finally:
                     kid.close()
                 return 100.0 * res["cpu"] / res["wall"]
             finally:
-                tmp.cleanup()
+                store.cleanup()
 
-        return h.shared("idle-cpu", measure)
+        return h.shared(f"idle-cpu-{backend}", measure)
 
     track_idle_cpu.pretty_name = "Latency: idle Worker CPU use (% of one core)"

@@ -42,7 +42,8 @@ class Peak:
         self.path = self.tmp.file()
 
     def teardown(self):
-        self.tmp.cleanup()
+        if getattr(self, "tmp", None) is not None:  # asv tears down after a skipped setup too
+            self.tmp.cleanup()
 
     def peakmem_enqueue_100k(self):
         pq = self.pq

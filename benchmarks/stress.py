@@ -12,7 +12,9 @@ queue accepted to a log file (os.write, so the killed one's log survives it).
 * duplicate completions: a task whose completion was accepted twice: must be 0;
 * time to drain: from the start signal until the last worker finds nothing left
   (includes waiting out the killed worker's 1 s leases);
-* the largest WAL file seen, polled every 10 ms.
+* the largest WAL file seen, polled every 10 ms (SQLite only: ``MixedLoadWal``).
+
+With ``PRISMQ_BENCH_PG`` set, the same on PostgreSQL (param ``backend``).
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ LEASE = 1.0
 KILL_AFTER = 0.3
 
 
-def run_once(seed: int) -> dict:
+def run_once(seed: int, backend: str = "sqlite") -> dict:
     pq = h.pq()
-    tmp = h.TempDir()
-    path = tmp.file()
+    store = h.Store(backend, "stress")
+    tmp = store.tmp
+    path = store.location()
     kids: list[h.Child] = []
     try:
         async def make():
@@ -112,11 +115,11 @@ def run_once(seed: int) -> dict:
             if k.proc.poll() is None:
                 k.proc.kill()
             k.close()
-        tmp.cleanup()
+        store.cleanup()
 
 
-def measure() -> dict:
-    runs = [run_once(seed) for seed in range(1, h.repeats() + 1)]
+def measure(backend: str = "sqlite") -> dict:
+    runs = [run_once(seed, backend) for seed in range(1, h.repeats() + 1)]
     return {
         "lost": sum(r["lost"] for r in runs),
         "duplicates": sum(r["duplicates"] for r in runs),
@@ -127,43 +130,56 @@ def measure() -> dict:
 
 
 class MixedLoadWithCrash:
-    """Producers + workers + failures + cancellations + a SIGKILLed worker, on one file."""
+    """Producers + workers + failures + cancellations + a SIGKILLed worker, on one queue."""
 
+    params = [h.BACKENDS]
+    param_names = ["backend"]
+    timeout = 300
+    version = 1
+
+    def setup(self, backend):
+        h.pq()
+        h.need_backend(backend)
+
+    def _m(self, backend):
+        return h.shared(f"stress-{backend}", lambda: measure(backend))
+
+    def track_lost_tasks(self, backend):
+        return self._m(backend)["lost"]
+
+    track_lost_tasks.unit = "tasks"
+    track_lost_tasks.pretty_name = "Stress: lost tasks (must be 0)"
+
+    def track_duplicate_completions(self, backend):
+        return self._m(backend)["duplicates"]
+
+    track_duplicate_completions.unit = "tasks"
+    track_duplicate_completions.pretty_name = "Stress: completions accepted twice (must be 0)"
+
+    def track_locked_errors(self, backend):
+        return self._m(backend)["locked"]
+
+    track_locked_errors.unit = "errors"
+    track_locked_errors.pretty_name = "Stress: 'database is locked' errors reaching the caller"
+
+    def track_drain_seconds(self, backend):
+        return self._m(backend)["drain"]
+
+    track_drain_seconds.unit = "seconds"
+    track_drain_seconds.pretty_name = "Stress: time to drain 4,000 tasks with a worker killed"
+
+
+class MixedLoadWal:
+    """The largest WAL file seen during the SQLite stress run (the same run as above)."""
+
+    unit = "MiB"
     timeout = 300
     version = 1
 
     def setup(self):
         h.pq()
 
-    def _m(self):
-        return h.shared("stress", measure)
-
-    def track_lost_tasks(self):
-        return self._m()["lost"]
-
-    track_lost_tasks.unit = "tasks"
-    track_lost_tasks.pretty_name = "Stress: lost tasks (must be 0)"
-
-    def track_duplicate_completions(self):
-        return self._m()["duplicates"]
-
-    track_duplicate_completions.unit = "tasks"
-    track_duplicate_completions.pretty_name = "Stress: completions accepted twice (must be 0)"
-
-    def track_locked_errors(self):
-        return self._m()["locked"]
-
-    track_locked_errors.unit = "errors"
-    track_locked_errors.pretty_name = "Stress: 'database is locked' errors reaching the caller"
-
-    def track_drain_seconds(self):
-        return self._m()["drain"]
-
-    track_drain_seconds.unit = "seconds"
-    track_drain_seconds.pretty_name = "Stress: time to drain 4,000 tasks with a worker killed"
-
     def track_max_wal_mib(self):
-        return self._m()["wal_mib"]
+        return h.shared("stress-sqlite", lambda: measure("sqlite"))["wal_mib"]
 
-    track_max_wal_mib.unit = "MiB"
     track_max_wal_mib.pretty_name = "Stress: largest WAL file seen"

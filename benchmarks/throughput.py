@@ -10,7 +10,9 @@
 * ``Enqueue`` - ``enqueue`` one task per call, and ``enqueue_many`` of distinct payloads.
 
 Each figure is the median of 3 timed repeats on a fresh file after one warm-up run;
-sizes are pinned so every commit does the same work.
+sizes are pinned so every commit does the same work. ``WorkerDrain50k`` and ``Enqueue``
+also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server and
+the commit has that backend; they are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ ENQ_MANY_N = h.size(50_000, 1_000)
 ENQ_MANY_BATCH = 1000
 
 
-async def _drain(path: str, n: int, concurrency: int, handler: str) -> float:
-    """Fill a fresh file with n tasks, then time a Worker draining it; returns tasks/s."""
+async def _drain(path: str, n: int, concurrency: int, handler: str, store: h.Store | None = None) -> float:
+    """Fill a fresh queue with n tasks, then time a Worker draining it; returns tasks/s."""
     pq = h.pq()
-    h.remove_db(path)
+    reset = store.reset if store else h.remove_db
+    reset(path)
     async with pq.Queue(path, durability="normal") as q:
         await h.fill(q, n, type_="t")
         done = 0
@@ -50,7 +53,7 @@ async def _drain(path: str, n: int, concurrency: int, handler: str) -> float:
         t0 = time.perf_counter()
         await w.run(until_empty=True)
         dt = time.perf_counter() - t0
-    h.remove_db(path)
+    reset(path)
     if done != n:
         raise RuntimeError(f"worker ran {done} of {n} tasks")
     return n / dt
@@ -75,20 +78,24 @@ def measure_drain(concurrency: int, handler: str) -> float:
 class WorkerDrain50k:
     """One Worker (concurrency 50) draining 50,000 queued no-op tasks; target >= 60,000 tasks/s."""
 
+    params = [h.BACKENDS]
+    param_names = ["backend"]
     unit = "tasks/s"
     timeout = 300
     version = 1
 
-    def setup(self):
+    def setup(self, backend):
         h.pq()
+        h.need_backend(backend)
 
-    def track_tasks_per_second(self):
-        tmp = h.TempDir()
+    def track_tasks_per_second(self, backend):
+        store = h.Store(backend, "drain")
         try:
-            h.run(_drain, tmp.file(), h.size(5_000, 100), 50, "noop")  # warm-up
-            return h.median(h.run(_drain, tmp.file(), DRAIN_50K, 50, "noop") for _ in range(h.repeats()))
+            loc = store.location()
+            h.run(_drain, loc, h.size(5_000, 100), 50, "noop", store)  # warm-up
+            return h.median(h.run(_drain, loc, DRAIN_50K, 50, "noop", store) for _ in range(h.repeats()))
         finally:
-            tmp.cleanup()
+            store.cleanup()
 
     track_tasks_per_second.pretty_name = "Throughput: Worker draining 50k no-op tasks (tasks/s)"
 
@@ -133,56 +140,60 @@ class IOBoundEfficiency:
     track_efficiency.pretty_name = "Throughput: I/O-bound drain rate / (concurrency / sleep time)"
 
 
-async def _enqueue_one(path: str, n: int) -> float:
+async def _enqueue_one(store: h.Store, path: str, n: int) -> float:
     pq = h.pq()
-    h.remove_db(path)
+    store.reset(path)
     items = h.payloads(n, seed=2)
     async with pq.Queue(path, durability="normal") as q:
         t0 = time.perf_counter()
         for p in items:
             await q.enqueue("t", p)
         dt = time.perf_counter() - t0
-    h.remove_db(path)
+    store.reset(path)
     return n / dt
 
 
-async def _enqueue_many(path: str, n: int) -> float:
+async def _enqueue_many(store: h.Store, path: str, n: int) -> float:
     pq = h.pq()
-    h.remove_db(path)
+    store.reset(path)
     items = h.noop_items(n, seed=3, type_="t")
     async with pq.Queue(path, durability="normal") as q:
         t0 = time.perf_counter()
         for part in h.chunks(items, ENQ_MANY_BATCH):
             await q.enqueue_many(part)
         dt = time.perf_counter() - t0
-    h.remove_db(path)
+    store.reset(path)
     return n / dt
 
 
 class Enqueue:
     """Producing: enqueue one task per call, and enqueue_many of 1,000 distinct payloads per call."""
 
+    params = [h.BACKENDS]
+    param_names = ["backend"]
     unit = "tasks/s"
     timeout = 300
     version = 1
 
-    def setup(self):
+    def setup(self, backend):
         h.pq()
-        self.tmp = h.TempDir()
+        self.store = h.Store(backend, "enq")
 
-    def teardown(self):
-        self.tmp.cleanup()
+    def teardown(self, backend):
+        if getattr(self, "store", None) is not None:  # asv tears down after a skipped setup too
+            self.store.cleanup()
 
     def _measure(self, fn, n):
-        h.run(fn, self.tmp.file(), max(50, n // 10))  # warm-up
-        return h.median(h.run(fn, self.tmp.file(), n) for _ in range(h.repeats()))
+        loc = self.store.location()
+        h.run(fn, self.store, loc, max(50, n // 10))  # warm-up
+        return h.median(h.run(fn, self.store, loc, n) for _ in range(h.repeats()))
 
-    def track_enqueue(self):
+    def track_enqueue(self, backend):
         return self._measure(_enqueue_one, ENQ_N)
 
     track_enqueue.pretty_name = "Throughput: enqueue, one task per call (tasks/s)"
 
-    def track_enqueue_many(self):
+    def track_enqueue_many(self, backend):
         return self._measure(_enqueue_many, ENQ_MANY_N)
 
     track_enqueue_many.pretty_name = "Throughput: enqueue_many, 1,000 distinct tasks per call (tasks/s)"

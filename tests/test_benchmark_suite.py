@@ -64,15 +64,45 @@ def test_one_benchmark_through_asv(asv_ready):
     assert "track_enqueue_many" in text, text
 
 
-def test_every_benchmark_runs_once(asv_ready):
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=_asv_env(),
-                          capture_output=True, text=True, timeout=240)
+@pytest.fixture(scope="module")
+def pg_url():
+    """A throwaway PostgreSQL server (tests/pg_server.py) when one can be started, else None."""
+    if importlib.util.find_spec("asyncpg") is None:
+        yield None
+        return
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    try:
+        from pg_server import TempPostgres
+    except ImportError:
+        yield None
+        return
+    server = TempPostgres()
+    try:
+        server.start()
+    except Exception:  # noqa: BLE001 - no server binaries here: the PostgreSQL params skip
+        yield None
+        return
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def test_every_benchmark_runs_once(asv_ready, pg_url):
+    env = _asv_env()
+    env.pop("PRISMQ_BENCH_PG", None)
+    if pg_url:
+        env["PRISMQ_BENCH_PG"] = pg_url
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["ran"] > 50, report
-    missing_peers = {k for k, mod in PEER_LIBS.items() if importlib.util.find_spec(mod) is None}
+    allowed = {k for k, mod in PEER_LIBS.items() if importlib.util.find_spec(mod) is None}
+    if not pg_url:
+        allowed.add("'postgresql'")  # the PostgreSQL params skip without a server
     bad = [f for f in report["failures"]]
-    bad += [s for s in report["skips"] if not any(p in s for p in missing_peers)]
+    bad += [s for s in report["skips"] if not any(p in s for p in allowed)]
     assert not bad, "\n\n".join(bad)
 
 
@@ -112,6 +142,16 @@ def _benchmarks():
                 yield f"{info.name}.{cname}", cls, names
 
 
+def _teardown(obj, args, label: str, failures: list) -> None:
+    if hasattr(obj, "teardown"):
+        try:
+            obj.teardown(*args)
+        except Exception:  # noqa: BLE001
+            import traceback
+
+            failures.append(f"{label} teardown: {traceback.format_exc()}")
+
+
 def _drive() -> dict:
     sys.path.insert(0, ROOT)
     os.environ["PRISMQ_BENCH_SMOKE"] = "1"
@@ -137,7 +177,7 @@ def _drive() -> dict:
                 continue
         for name in names:
             for combo in combos:
-                label = f"{qual}.{name}{list(combo) if combo else ''}"
+                label = f"{qual}.{name}{[c for c in combo] if combo else ''}"
                 obj = cls()
                 args = [*cache, *combo]
                 t0 = time.perf_counter()
@@ -146,11 +186,13 @@ def _drive() -> dict:
                         obj.setup(*args)
                 except NotImplementedError as exc:
                     skips.append(f"{label}: {exc}")
+                    _teardown(obj, args, label, failures)  # asv tears down after a skip too
                     continue
                 except Exception:  # noqa: BLE001
                     import traceback
 
                     failures.append(f"{label} setup: {traceback.format_exc()}")
+                    _teardown(obj, args, label, failures)
                     continue
                 try:
                     value = getattr(obj, name)(*args)
@@ -170,13 +212,7 @@ def _drive() -> dict:
 
                     failures.append(f"{label}: {traceback.format_exc()}")
                 finally:
-                    if hasattr(obj, "teardown"):
-                        try:
-                            obj.teardown(*args)
-                        except Exception:  # noqa: BLE001
-                            import traceback
-
-                            failures.append(f"{label} teardown: {traceback.format_exc()}")
+                    _teardown(obj, args, label, failures)
                 print(f"{time.perf_counter() - t0:7.2f}s {label}", file=sys.stderr)
     return {"ran": ran, "failures": failures, "skips": skips, "values": values}
 
