@@ -85,7 +85,7 @@ async def claimloop(path: str, wid: str, limit: int) -> None:
                 empty += 1
                 st = await q.stats()
                 queued = st.get("by_status", {}).get("queued", 0)
-                if queued:
+                if queued and conflicts < 100_000:  # (bounded: never spin forever)
                     conflicts += 1  # nothing handed out while ready work existed
                     continue
                 break

@@ -284,8 +284,17 @@ def _memo_dir() -> str | None:
     tag = "-".join([str(ppid), started, os.environ.get("ASV_COMMIT", "wt")[:12],
                     os.environ.get("ASV_ENV_NAME", "env").replace(os.sep, "_")[-60:],
                     "q" if asv_quick() else "f"])
-    d = os.path.join(tempfile.gettempdir(), "prismq-bench-memo", tag)
-    os.makedirs(d, exist_ok=True)
+    root = os.path.join(tempfile.gettempdir(), "prismq-bench-memo")
+    d = os.path.join(root, tag)
+    if not os.path.isdir(d):
+        os.makedirs(d, exist_ok=True)
+        try:  # forget the memos of runs older than a day
+            for old in os.listdir(root):
+                full = os.path.join(root, old)
+                if time.time() - os.path.getmtime(full) > 86400:
+                    shutil.rmtree(full, ignore_errors=True)
+        except OSError:
+            pass
     return d
 
 
