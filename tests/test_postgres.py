@@ -283,14 +283,15 @@ async def test_an_insert_by_another_tool_wakes_an_idle_worker(pg_url, pg_locatio
     await _idle_worker_is_woken_by(pg_location, produce)
 
 
-async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_location):
+async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_url, pg_location):
     async def produce():
+        # A task leased elsewhere (inserted running, so the idle worker cannot take it)...
+        (row,) = await sql(pg_url, f'INSERT INTO "{schema_of(pg_location)}".prismq_tasks '
+                                   "(type, payload, priority, status, run_at, max_attempts, created_at, token, "
+                                   "lease_until, attempts) VALUES ('t', 'null', 100, 'running', 0, 5, 0, 42, "
+                                   f"{time.time() + 3600}, 1) RETURNING id")
         async with Queue(pg_location) as other:
-            await other.enqueue("t", delay=3600)  # not due: nobody may take it yet
-            await other.backend._run(lambda c: c.execute(
-                f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET run_at = 0'))
-            (task,) = await other.claim("holder")
-            await other.release(task)  # handed back: due at once, and announced
+            await other.release(await other.get(row[0]))  # ...handed back: due at once, and announced
 
     await _idle_worker_is_woken_by(pg_location, produce)
 

@@ -7,11 +7,13 @@ schema's channel: a trigger NOTIFYs it on every insert, and the cycle NOTIFYs it
 when tasks are handed back or recovered, so idle workers wake at once instead
 of polling.
 
-A worker's round trip is one transaction of at most two statements: the first
-applies every finish record (arrays, one UPDATE per kind) and recovers expired
-leases; the second claims a batch with FOR UPDATE SKIP LOCKED and says when the
-next delayed task or lease falls due. Every statement is in sql/postgres.sql.
-"""
+A worker's round trip is one statement, so one network trip and one implicit
+transaction: it applies every finish record (arrays, one UPDATE per kind),
+recovers expired leases, claims a batch with FOR UPDATE SKIP LOCKED and says
+when the next delayed task or lease falls due. Every statement is in
+sql/postgres.sql. The work connection plans them once (plan_cache_mode =
+force_generic_plan): the generic plans walk the partial indexes in order, which
+also marks the index entries of finished rows dead as it passes them."""
 
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
 FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
 MAX_LEVELS = 64
 TRANSIENT_RETRIES = 5
+RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
 # Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
 SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
@@ -139,6 +142,8 @@ class PostgresBackend(Backend):
             for placeholder, value in names.items():
                 text = text.replace(placeholder, value)
             self._q[name] = text
+        self._cycle_sql = {strategy: self._q["cycle"].replace("{order}", self._q["order_" + strategy])
+                           for strategy in SORT_KEYS}
         self._conn: Optional["asyncpg.Connection"] = None
         self._lock: Optional[asyncio.Lock] = None
         self._rng = random.Random()
@@ -156,6 +161,7 @@ class PostgresBackend(Backend):
         settings = {"application_name": f"prismq_queue {purpose}"}
         if purpose == "work":
             settings["lock_timeout"] = str(max(1, int(self.busy_timeout * 1000)))
+            settings["plan_cache_mode"] = "force_generic_plan"
             if self.durability == "normal":
                 # As SQLite's synchronous=NORMAL: a commit does not wait for its
                 # WAL flush. An application crash loses nothing; a crash of the
@@ -332,28 +338,38 @@ class PostgresBackend(Backend):
 
     async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], claim: Optional[ClaimRequest],
                      recover: bool, now: float) -> CycleResult:
-        first = bool(finishes) or recover
-        if first and claim is not None or claim is not None and claim.strategy == "weighted_random":
+        if claim is not None and claim.strategy == "weighted_random":
             async with conn.transaction():
-                return await self._phases(conn, finishes, claim, recover, now, first)
-        return await self._phases(conn, finishes, claim, recover, now, first)
-
-    async def _phases(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], claim: Optional[ClaimRequest],
-                      recover: bool, now: float, first: bool) -> CycleResult:
-        result = CycleResult()
-        if first:
-            applied, result.recovered = await self._finish_and_recover(conn, finishes, recover, now)
-            if applied != len(finishes):
-                result.outcomes = await self._fence_outcomes(
-                    conn, [(r[1], r[2], FINAL_STATUS[r[0]]) for r in finishes])
+                result, _ = await self._statement(conn, "priority", finishes, None, recover, now)
+                result.claimed, next_due, next_expiry = await self._claim_weighted(conn, claim, now)
+                if len(result.claimed) < claim.limit:
+                    result.next_due, result.next_expiry = next_due, next_expiry
+            return result
+        strategy = claim.strategy if claim is not None else "priority"
+        # The common case: one statement does it all (one trip, one transaction).
+        result, times = await self._statement(conn, strategy, finishes, claim, recover, now)
+        if claim is None and recover:
+            batch = result.recovered
+            while batch >= RECOVER_BATCH:  # recover(): all of them, a batch at a time
+                batch = (await self._statement(conn, strategy, (), None, True, now))[0].recovered
+                result.recovered += batch
+        if claim is not None and result.recovered and len(result.claimed) < claim.limit:
+            # Tasks recovered just now were not visible to that statement's claim.
+            more = ClaimRequest(claim.worker_id, claim.limit - len(result.claimed), claim.strategy,
+                                claim.lease_until, claim.token)
+            extra, times = await self._statement(conn, strategy, (), more, False, now)
+            result.claimed += extra.claimed
         if claim is not None:
-            result.claimed, next_due, next_expiry = await self._claim(conn, claim, now)
+            key, reverse = SORT_KEYS[strategy]
+            result.claimed.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
             if len(result.claimed) < claim.limit:
-                result.next_due, result.next_expiry = next_due, next_expiry
+                result.next_due, result.next_expiry = times
         return result
 
-    async def _finish_and_recover(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], recover: bool,
-                                  now: float) -> tuple[int, int]:
+    async def _statement(self, conn: "asyncpg.Connection", strategy: str, finishes: Sequence[tuple],
+                         claim: Optional[ClaimRequest], recover: bool,
+                         now: float) -> tuple[CycleResult, tuple[Optional[float], Optional[float]]]:
+        """Run the cycle statement once; returns its result and (next due, next lease end)."""
         columns: dict[str, tuple[list, list, list, list]] = {k: ([], [], [], []) for k in FINAL_STATUS}
         for kind, task_id, token, value, when in finishes:
             ids, tokens, values, whens = columns[kind]
@@ -362,8 +378,18 @@ class PostgresBackend(Backend):
             values.append(value if kind == COMPLETE else _clean_text(value))
             whens.append(when)
         c, r, f, rel = columns[COMPLETE], columns[RETRY], columns[FAIL], columns[RELEASE]
-        row = await conn.fetchrow(self._q["finish_and_recover"], *c, *r, *f, rel[0], rel[1], rel[3], now, recover)
-        return row[0], row[1]
+        if claim is None:
+            wanted: tuple = (None, None, None, 0)
+        else:
+            wanted = (claim.lease_until, claim.token, claim.worker_id, claim.limit)
+        records = await conn.fetch(self._cycle_sql[strategy], *c, *r, *f, rel[0], rel[1], rel[3], now, recover,
+                                   *wanted)
+        first = records[0]
+        result = CycleResult(recovered=first[CLAIMED_COLUMNS + 1])
+        if first[CLAIMED_COLUMNS] != len(finishes):
+            result.outcomes = await self._fence_outcomes(conn, [(r[1], r[2], FINAL_STATUS[r[0]]) for r in finishes])
+        result.claimed = [tuple(rec)[:CLAIMED_COLUMNS] for rec in records if rec[0] is not None]
+        return result, (first[CLAIMED_COLUMNS + 2], first[CLAIMED_COLUMNS + 3])
 
     async def _fence_outcomes(self, conn: "asyncpg.Connection",
                               wanted: Sequence[tuple[int, int, Optional[str]]]) -> list[str]:
@@ -372,24 +398,13 @@ class PostgresBackend(Backend):
         states = {r[0]: (r[1], r[2]) for r in await conn.fetch(self._q["fence_state"], [w[0] for w in wanted])}
         return [_fence_outcome(states.get(task_id), token, status) for task_id, token, status in wanted]
 
-    async def _claim(self, conn: "asyncpg.Connection", req: ClaimRequest,
-                     now: float) -> tuple[list[tuple], Optional[float], Optional[float]]:
-        args = (req.lease_until, req.token, req.worker_id, now, req.limit)
-        if req.strategy == "weighted_random":
-            return await self._claim_weighted(conn, args)
-        records = await conn.fetch(self._q["claim_" + req.strategy], *args)
-        rows = [tuple(r)[:CLAIMED_COLUMNS] for r in records if r[0] is not None]
-        key, reverse = SORT_KEYS[req.strategy]
-        rows.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
-        return rows, records[0][-2], records[0][-1]
-
-    async def _claim_weighted(self, conn: "asyncpg.Connection",
-                              args: tuple) -> tuple[list[tuple], Optional[float], Optional[float]]:
+    async def _claim_weighted(self, conn: "asyncpg.Connection", req: ClaimRequest,
+                              now: float) -> tuple[list[tuple], Optional[float], Optional[float]]:
         # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
         # low numbers are favoured, yet every level keeps a share, so nothing
         # starves. Within a level tasks go first due, first out. A level that
         # runs dry gives its slots back to the draw.
-        lease_until, token, worker_id, now, limit = args
+        lease_until, token, worker_id, limit = req.lease_until, req.token, req.worker_id, req.limit
         levels = [r[0] for r in await conn.fetch(self._q["ready_levels"], now, MAX_LEVELS)]
         claimed: list[tuple] = []
         next_due = next_expiry = None
@@ -439,7 +454,9 @@ class PostgresBackend(Backend):
 
     async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
         async def op(conn):
-            return [tuple(r) for r in await conn.fetch(self._q["list_tasks"], status, type_, max(limit, 0))]
+            # As SQLite's LIMIT, a negative limit means no limit (LIMIT NULL).
+            return [tuple(r) for r in await conn.fetch(self._q["list_tasks"], status, type_,
+                                                       limit if limit >= 0 else None)]
 
         return await self._run(op)
 

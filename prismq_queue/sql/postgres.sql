@@ -54,7 +54,12 @@ CREATE TABLE {schema}.prismq_tasks (
     idempotency_key text,
     started_at      double precision,
     finished_at     double precision
-);
+)
+-- Every task's row is updated twice and each update leaves a dead version and
+-- dead index entries behind: vacuum this table after 2% of it changed, not
+-- PostgreSQL's default 20%.
+WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000,
+      autovacuum_analyze_scale_factor = 0.05);
 -- FIFO and LIFO walk ready tasks by due time; also gives the next due time.
 CREATE INDEX prismq_ready_due ON {schema}.prismq_tasks (run_at, id) WHERE status = 'queued';
 -- PRIORITY and WEIGHTED_RANDOM walk ready tasks by priority, then due time.
@@ -64,9 +69,8 @@ CREATE INDEX prismq_leases ON {schema}.prismq_tasks (lease_until) WHERE status =
 -- One unfinished task per idempotency key; the index itself settles races.
 CREATE UNIQUE INDEX prismq_idempotency ON {schema}.prismq_tasks (idempotency_key)
     WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running');
--- Purge and the recent-window counts of stats() look only at finished rows.
-CREATE INDEX prismq_finished ON {schema}.prismq_tasks (finished_at)
-    WHERE status IN ('completed', 'failed', 'cancelled');
+-- No index over finished rows: every acknowledgement would pay an insert into
+-- it, and purge() and stats() are rare enough to scan the table (as on SQLite).
 -- Every insert wakes the workers that LISTEN on this schema's channel: one
 -- notification per statement (a batch of 10,000 tasks sends one), delivered
 -- when the inserting transaction commits.
@@ -94,17 +98,29 @@ RETURNING id, idempotency_key;
 SELECT idempotency_key, id FROM {schema}.prismq_tasks
 WHERE idempotency_key = ANY($1::text[]) AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
 
--- name: finish_and_recover
--- Phase one of a worker's round trip, in one statement: apply the finish
--- records of each kind (complete, retry, fail, release; each an array batch,
--- fenced by id and token, as sqlite.sql's statements of the same names), then
--- recover expired leases. Recovery skips the rows finished here, so no row is
--- touched twice. Released or requeued tasks are due at once: wake the workers.
+-- name: cycle
+-- A worker's whole round trip in one statement, so one network trip and one
+-- implicit transaction: apply the finish records of each kind (complete, retry,
+-- fail, release: each an array batch, fenced by id and token as the statements
+-- of the same names in sqlite.sql), recover expired leases, and claim a batch.
+-- All parts see the statement's one snapshot, so none may touch a row another
+-- touches: recovery and the claim skip the rows finished here, recovery takes
+-- only running rows and the claim only queued ones. Tasks recovered here are
+-- therefore claimed by the next statement (the backend issues one at once when
+-- its claim came up short). "{order}" is the strategy's ORDER BY (order_* below).
+-- Recovery runs only when the earliest lease has ended (min() walks the lease
+-- index in order, and an ordered scan marks the entries of finished rows dead
+-- as it passes them, so that later scans skip them), at most 1000 rows per
+-- kind a time.
 --   $1-$4   complete: ids, tokens, result JSON, finished_at
 --   $5-$8   retry:    ids, tokens, error text, new run_at
 --   $9-$12  fail:     ids, tokens, error text, finished_at
 --   $13-$15 release:  ids, tokens, new run_at
---   $16     now;  $17 recover or not
+--   $16 now, $17 recover expired leases or not
+--   $18 lease_until, $19 token, $20 worker_id, $21 how many to claim (0: none)
+-- One row per claimed task, or one row of NULLs; each row also carries the
+-- summary: how many finish records applied, how many leases were recovered,
+-- when the next delayed task falls due and when the next lease ends.
 WITH complete AS (
     UPDATE {schema}.prismq_tasks t
     SET status = 'completed', result = f.value, finished_at = f.at, lease_until = NULL
@@ -141,8 +157,9 @@ WITH complete AS (
                 || ' (worker ' || COALESCE(worker_id, '?') || ' stopped renewing it)'
     WHERE id IN (SELECT id FROM {schema}.prismq_tasks
                  WHERE status = 'running' AND lease_until < $16 AND attempts >= max_attempts AND $17::boolean
+                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $16
                    AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
-                 FOR UPDATE SKIP LOCKED)
+                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
     RETURNING id
 ), recover_requeue AS (
     -- An expired lease: the worker died, the task did not fail, so it is due
@@ -153,65 +170,45 @@ WITH complete AS (
     SET status = 'queued', run_at = $16, lease_until = NULL, worker_id = NULL
     WHERE id IN (SELECT id FROM {schema}.prismq_tasks
                  WHERE status = 'running' AND lease_until < $16 AND attempts < max_attempts AND $17::boolean
+                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $16
                    AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
-                 FOR UPDATE SKIP LOCKED)
+                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
     RETURNING id
-), counts AS (
+), claimed AS (
+    UPDATE {schema}.prismq_tasks
+    SET status = 'running', attempts = attempts + 1, lease_until = $18, token = $19, worker_id = $20,
+        started_at = $16
+    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
+                 WHERE status = 'queued' AND run_at <= $16
+                   AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
+                 ORDER BY {order} LIMIT $21 FOR UPDATE SKIP LOCKED)
+    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
+), summary AS (
     SELECT (SELECT count(*) FROM complete) + (SELECT count(*) FROM retry) + (SELECT count(*) FROM fail)
                + (SELECT count(*) FROM release) AS applied,
-           (SELECT count(*) FROM recover_exhausted) AS exhausted,
-           (SELECT count(*) FROM recover_requeue) AS requeued,
-           (SELECT count(*) FROM release) AS released
+           (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
+           -- the next delayed task: one seen queued, or one this statement retried or released
+           LEAST((SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $16),
+                 (SELECT min(at) FROM unnest($8::float8[] || $15::float8[]) AS r (at))) AS next_due,
+           (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry,
+           -- tasks handed back or recovered are due at once: wake the idle workers
+           CASE WHEN (SELECT count(*) FROM recover_requeue) + (SELECT count(*) FROM release) > 0
+                THEN pg_notify({channel}, '') END IS NULL AS quiet
 )
-SELECT applied, exhausted + requeued AS recovered,
-       CASE WHEN requeued + released > 0 THEN pg_notify({channel}, '') END IS NULL AS quiet
-FROM counts;
+SELECT c.*, s.applied, s.recovered, s.next_due, s.next_expiry, s.quiet
+FROM summary s LEFT JOIN claimed c ON true;
+
+-- name: order_fifo
+run_at, id;
+
+-- name: order_lifo
+run_at DESC, id DESC;
+
+-- name: order_priority
+priority, run_at, id;
 
 -- name: fence_state
 SELECT id, status, token FROM {schema}.prismq_tasks WHERE id = ANY($1::bigint[]);
-
--- name: claim_fifo
--- Each claim returns, beside the claimed rows, when the next delayed task falls
--- due and when the next lease ends (from the snapshot before the claim), so
--- that a worker whose claim came up short knows how long it may sleep. With no
--- row claimed, one row of NULLs carries them.
-WITH claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $1, token = $2, worker_id = $3, started_at = $4
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $4
-                 ORDER BY run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-)
-SELECT c.*, n.next_due, n.next_expiry
-FROM (SELECT (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $4) AS next_due,
-             (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry) AS n
-LEFT JOIN claimed c ON true;
-
--- name: claim_lifo
-WITH claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $1, token = $2, worker_id = $3, started_at = $4
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $4
-                 ORDER BY run_at DESC, id DESC LIMIT $5 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-)
-SELECT c.*, n.next_due, n.next_expiry
-FROM (SELECT (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $4) AS next_due,
-             (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry) AS n
-LEFT JOIN claimed c ON true;
-
--- name: claim_priority
-WITH claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $1, token = $2, worker_id = $3, started_at = $4
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $4
-                 ORDER BY priority, run_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-)
-SELECT c.*, n.next_due, n.next_expiry
-FROM (SELECT (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $4) AS next_due,
-             (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry) AS n
-LEFT JOIN claimed c ON true;
 
 -- name: claim_levels
 -- WEIGHTED_RANDOM: the backend draws how many tasks to take from each priority
