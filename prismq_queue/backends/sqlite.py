@@ -154,7 +154,7 @@ class SQLiteBackend(Backend):
         # process that just committed tends to win the lock again and again. Short,
         # jittered sleeps of our own give every waiting process a fair chance.
         deadline = None
-        pause = 0.0002
+        pause = 0.0001
         while True:
             try:
                 return fn(*args)
@@ -167,7 +167,7 @@ class SQLiteBackend(Backend):
                 elif now >= deadline:
                     raise QueueBusy(f"{self.path}: database stayed locked for {self.busy_timeout:.0f} s") from exc
                 time.sleep(self._rng.uniform(pause / 2, pause))
-                pause = min(pause * 2, 0.005)
+                pause = min(pause * 2, 0.001)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.path}: {exc}") from exc
 
