@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None
 import sqlite3
 import time
 from collections import Counter
@@ -85,7 +80,6 @@ class SQLiteBackend(Backend):
         self._raw: Optional[sqlite3.Connection] = None
         self._watcher: Optional[ChangeWatcher] = None
         self._checkpointer: Optional[Checkpointer] = None
-        self._lock_fd: Optional[int] = None
         self._rng = random.Random()
 
     # -- connection -----------------------------------------------------
@@ -102,8 +96,6 @@ class SQLiteBackend(Backend):
             self._raw = await conn._execute(lambda: conn._conn)
             self._conn = conn
             await self._call(self._setup)
-            if fcntl is not None:
-                self._lock_fd = os.open(self.path + "-lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
             self._checkpointer = Checkpointer(self.path)
         except BaseException:
             self._conn = self._raw = None
@@ -118,9 +110,6 @@ class SQLiteBackend(Backend):
         if self._conn is not None:
             conn, self._conn, self._raw = self._conn, None, None
             await conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def _setup(self) -> None:
         c = self._raw
@@ -178,7 +167,7 @@ class SQLiteBackend(Backend):
                 elif now >= deadline:
                     raise QueueBusy(f"{self.path}: database stayed locked for {self.busy_timeout:.0f} s") from exc
                 time.sleep(self._rng.uniform(pause / 2, pause))
-                pause = min(pause * 2, 0.005)
+                pause = min(pause * 2, 0.001)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.path}: {exc}") from exc
 
@@ -195,24 +184,7 @@ class SQLiteBackend(Backend):
             raise
 
     async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._conn is None:
-            raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
-        return await self._conn._execute(self._serialized, fn, *args)
-
-    def _serialized(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # Writers of this file line up on an flock of the "-lock" file beside it and
-        # sleep in the kernel until it is their turn, instead of retrying
-        # BEGIN IMMEDIATE: with many processes, retrying waiters burn the CPU that
-        # the one writer needs. SQLite's own lock still guards the data; the retry
-        # loop remains for writers that are not prismq_queue.
-        fd = self._lock_fd
-        if fd is None:
-            return self._retrying(self._transaction, fn, *args)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            return self._retrying(self._transaction, fn, *args)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        return await self._call(self._transaction, fn, *args)
 
     # -- tasks ----------------------------------------------------------
 
