@@ -168,6 +168,25 @@ async def test_idempotency_is_race_free_across_connections(pg_location):
         assert mixed[1] == ids[0] and mixed[2] == mixed[3] and len(set(mixed)) == 3
 
 
+async def test_keyed_batches_racing_on_several_connections_agree(pg_location):
+    queues = [Queue(pg_location) for _ in range(4)]
+    await asyncio.gather(*[q.open() for q in queues])
+    try:
+        for round_ in range(5):
+            batches = await asyncio.gather(*[
+                q.enqueue_many([("t", i, {"idempotency_key": f"r{round_}k{i % 7}"}) for i in range(20)] + [("t", -1)])
+                for q in queues])
+            by_key = collections.defaultdict(set)
+            for ids in batches:
+                for i, tid in enumerate(ids[:20]):
+                    by_key[i % 7].add(tid)
+            assert all(len(v) == 1 for v in by_key.values())  # one live task per key, whoever asked
+            assert len({tid for v in by_key.values() for tid in v}) == 7
+        assert (await queues[0].stats())["total"] == 5 * 7 + 5 * 4
+    finally:
+        await asyncio.gather(*[q.close() for q in queues])
+
+
 async def test_weighted_random_reports_next_due_when_nothing_is_ready(pg_location):
     async with Queue(pg_location) as q:
         await q.enqueue("t", delay=60)

@@ -296,36 +296,37 @@ class PostgresBackend(Backend):
         return sorted(r[0] for r in records)
 
     async def _insert_keyed(self, conn: "asyncpg.Connection", rows: Sequence[tuple]) -> list[int]:
+        if len(rows) == 1:  # one row: one statement is all or nothing by itself
+            return await self._insert_keyed_rows(conn, rows)
+        async with conn.transaction():
+            return await self._insert_keyed_rows(conn, rows)
+
+    async def _insert_keyed_rows(self, conn: "asyncpg.Connection", rows: Sequence[tuple]) -> list[int]:
         ids: list[Optional[int]] = [None] * len(rows)
         pending = list(range(len(rows)))
-        async with conn.transaction():
-            for _ in range(10):
-                batch = [rows[i] for i in pending]
-                inserted = sorted(await conn.fetch(self._q["insert_tasks"], *[list(c) for c in zip(*batch)]))
-                # Inserted rows come back in the batch's order; a keyed row that
-                # is not among them found its key held by a live task.
-                waiting, j = [], 0
-                for i in pending:
-                    if j < len(inserted) and inserted[j][1] == rows[i][6]:
-                        ids[i] = inserted[j][0]
-                        j += 1
-                    else:
-                        waiting.append(i)
-                if not waiting:
-                    break
-                keys = sorted({rows[i][6] for i in waiting})
-                live = dict(await conn.fetch(self._q["ids_by_key"], keys))
-                pending = []
-                for i in waiting:
-                    if rows[i][6] in live:
-                        ids[i] = live[rows[i][6]]
-                    else:  # the holder finished in between: the key is free, insert again
-                        pending.append(i)
-                if not pending:
-                    break
-            else:
-                raise QueueBusy(f"{self.url}: idempotency keys kept changing hands; try again")
-        return ids  # type: ignore[return-value]
+        for _ in range(10):
+            batch = [rows[i] for i in pending]
+            records = await conn.fetch(self._q["insert_tasks_keyed"], *[list(c) for c in zip(*batch)])
+            # Inserted rows come back in the batch's order (ids ascending); a
+            # keyed row that is not among them found its key held by a live task.
+            inserted = sorted((r[0], r[1]) for r in records if r[2])
+            live = {r[1]: r[0] for r in records if not r[2]}
+            retry, j = [], 0
+            for i in pending:
+                key = rows[i][6]
+                if j < len(inserted) and inserted[j][1] == key:
+                    ids[i] = inserted[j][0]
+                    j += 1
+                    if key is not None:
+                        live[key] = ids[i]  # a later row of this batch with the same key gets it too
+                elif key in live:
+                    ids[i] = live[key]
+                else:  # held by a task committed meanwhile: look again
+                    retry.append(i)
+            if not retry:
+                return ids  # type: ignore[return-value]
+            pending = retry
+        raise QueueBusy(f"{self.url}: idempotency keys kept changing hands; try again")
 
     async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:

@@ -94,9 +94,25 @@ ORDER BY n
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
 RETURNING id, idempotency_key;
 
--- name: ids_by_key
-SELECT idempotency_key, id FROM {schema}.prismq_tasks
-WHERE idempotency_key = ANY($1::text[]) AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
+-- name: insert_tasks_keyed
+-- As insert_tasks, for rows with idempotency keys: also returns the live
+-- task that holds each key (new = false), as the statement's snapshot saw it.
+-- A key held by a task that another transaction committed during this
+-- statement is in neither part; the backend then tries that row again.
+WITH inserted AS (
+    INSERT INTO {schema}.prismq_tasks (type, payload, priority, status, run_at, max_attempts, created_at,
+                                       idempotency_key)
+    SELECT type, payload, priority, 'queued', run_at, max_attempts, created_at, idempotency_key
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::float8[], $5::bigint[], $6::float8[], $7::text[])
+         WITH ORDINALITY AS r (type, payload, priority, run_at, max_attempts, created_at, idempotency_key, n)
+    ORDER BY n
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running') DO NOTHING
+    RETURNING id, idempotency_key
+)
+SELECT id, idempotency_key, true AS new FROM inserted
+UNION ALL
+SELECT id, idempotency_key, false FROM {schema}.prismq_tasks
+WHERE idempotency_key = ANY($7::text[]) AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
 
 -- name: cycle
 -- A worker's whole round trip in one statement, so one network trip and one
