@@ -80,7 +80,7 @@ async def _drop_test_schemas(url):
 @pytest.fixture
 def pg_location(pg_url):
     """A PostgreSQL queue URL naming a fresh schema."""
-    return f"{pg_url}?schema={SCHEMA_PREFIX}{next(_schemas)}"
+    return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={SCHEMA_PREFIX}{next(_schemas)}"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -75,7 +75,7 @@ async def test_unreachable_server_is_a_database_error():
 
 
 async def test_missing_database_is_a_database_error(pg_url):
-    url = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    url = pg_url.split("?")[0].rsplit("/", 1)[0] + "/no_such_database"
     with pytest.raises(DatabaseError, match="no_such_database"):
         await Queue(url).open()
 
@@ -421,7 +421,7 @@ def test_state_machine_on_postgres(pg_url):
         def __init__(self):
             super().__init__()  # opens a SQLite queue; swap it for a PostgreSQL one
             self.run(self.q.close())
-            self.q = Queue(f"{pg_url}?schema={SCHEMA_PREFIX}model_{next(counter)}",
+            self.q = Queue(pg_url, schema=f"{SCHEMA_PREFIX}model_{next(counter)}",
                            retry=RetryPolicy(base_delay=0, jitter=0))
             self.run(self.q.open())
 
