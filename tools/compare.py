@@ -112,9 +112,11 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
         slowdown, verdict = None, "same"
         if name not in r1:
             verdict = "new"
+            if v2 is None:  # a benchmark the change adds, failing
+                verdict, bad = "NEWLY FAILING", True
         elif name not in r2:
             verdict = "removed"
-        elif v1 is not None and not isnan(v1) and v2 is None:
+        elif v1 is not None and v2 is None:  # passed or skipped before, fails now
             verdict, bad = "NEWLY FAILING", True
         elif v1 is None and v2 is not None:
             verdict = "fixed"
