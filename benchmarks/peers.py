@@ -9,6 +9,10 @@ one statement per transaction and once with 100 operations per transaction.
 prismq_queue enqueues one task per ``await q.enqueue`` call and processes through its
 ``Worker`` (the path a user takes); its ratio to each peer is a track of its own, so the
 dashboard shows where it stands and not only an absolute figure.
+
+With ``PRISMQ_BENCH_PG`` set, pgqueuer (a PostgreSQL queue) and prismq_queue's
+PostgreSQL backend run the same workload on that server (one process each: enqueue one
+job per call, then drain), and the pgqueuer ratio compares the two on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ SIZES = {
     "persist_queue": h.size(3_000, 200),
     "litequeue": h.size(2_000, 200),
     "prismq_queue": h.size(10_000, 300),
+    "pgqueuer": h.size(5_000, 200),
+    "prismq_queue_pg": h.size(5_000, 200),
 }
-PEERS = ["sqlite3_single", "sqlite3_batch100", "huey", "persist_queue", "litequeue"]
+PEERS = ["sqlite3_single", "sqlite3_batch100", "huey", "persist_queue", "litequeue", "pgqueuer"]
+# prismq_queue on the same engine as the peer: PostgreSQL for pgqueuer, SQLite for the rest
+OURS = {"pgqueuer": "prismq_queue_pg"}
 
 
 def _payload(i: int) -> str:
@@ -228,8 +236,71 @@ def prismq_queue(path: str, n: int) -> tuple[float, float]:
     return h.run(go)
 
 
+# ---------------------------------------------------------------- on PostgreSQL (PRISMQ_BENCH_PG)
+def pgqueuer(path: str, n: int) -> tuple[float, float]:
+    """pgqueuer on the PRISMQ_BENCH_PG server, in a schema of its own; drained in one process."""
+    import os
+
+    store = h.Store("postgresql", "pgq")
+    try:
+        import asyncpg
+        from pgqueuer import AsyncpgDriver, PgQueuer, Queries
+        from pgqueuer.domain.types import QueueExecutionMode
+    except ImportError as exc:
+        store.cleanup()
+        raise NotImplementedError(f"pgqueuer not installed: {exc}")
+    import datetime
+
+    loc = store.location()
+    schema = loc.rsplit("schema=", 1)[1]
+    dsn = os.environ[h.PG_ENV].split("?")[0]
+
+    async def go():
+        admin = await asyncpg.connect(dsn)
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        await admin.close()
+        settings = {"search_path": schema}
+        conn = await asyncpg.connect(dsn, server_settings=settings)
+        q = Queries(AsyncpgDriver(conn))
+        await q.install(create_schema=False)
+        t0 = time.perf_counter()
+        for i in range(n):
+            await q.enqueue("noop", _payload(i).encode(), 0)
+        t1 = time.perf_counter()
+        await conn.close()
+        pgq = PgQueuer(AsyncpgDriver(await asyncpg.connect(dsn, server_settings=settings)))
+        done = 0
+
+        @pgq.entrypoint("noop")
+        async def handler(job):
+            nonlocal done
+            json.loads(job.payload)
+            done += 1
+
+        t2 = time.perf_counter()
+        await pgq.run(mode=QueueExecutionMode.drain, batch_size=10,
+                      dequeue_timeout=datetime.timedelta(seconds=1))
+        t3 = time.perf_counter()
+        assert done == n, (done, n)
+        return n / (t1 - t0), n / (t3 - t2)
+
+    try:
+        return h.run(go)
+    finally:
+        store.cleanup()
+
+
+def prismq_queue_pg(path: str, n: int) -> tuple[float, float]:
+    """prismq_queue on the PRISMQ_BENCH_PG server: the same workload as prismq_queue."""
+    store = h.Store("postgresql", "pqpg")
+    try:
+        return prismq_queue(store.location(), n)
+    finally:
+        store.cleanup()
+
+
 SYSTEMS = {f.__name__: f for f in (sqlite3_single, sqlite3_batch100, huey, persist_queue, litequeue,
-                                   prismq_queue)}
+                                   prismq_queue, pgqueuer, prismq_queue_pg)}
 
 
 def measure_all(systems=None, repeats: int | None = None) -> dict:
@@ -244,7 +315,7 @@ def measure_all(systems=None, repeats: int | None = None) -> dict:
             for s in systems:
                 if s in errors:
                     continue
-                path = tmp.file(f"{s}-{r}.db")
+                path = tmp.file(f"{s}-{r}.db")  # (the PostgreSQL systems make schemas instead)
                 try:
                     enq, cyc = SYSTEMS[s](path, SIZES[s] if r else max(50, SIZES[s] // 10))
                 except (NotImplementedError, ImportError) as exc:  # peer library not installed
@@ -273,6 +344,8 @@ _LABEL = {
     "persist_queue": "persist-queue SQLiteAckQueue",
     "litequeue": "litequeue",
     "prismq_queue": "prismq_queue",
+    "pgqueuer": "pgqueuer (PostgreSQL)",
+    "prismq_queue_pg": "prismq_queue (PostgreSQL)",
 }
 _OP = {"enqueue": "enqueue", "claim_ack": "claim+ack"}
 
@@ -315,10 +388,11 @@ class PrismqRatio(_PeerRun):
 
     def setup(self, peer, op):
         super().setup()
-        if self.cache.get("prismq_queue") is None or self.cache.get(peer) is None:
-            raise NotImplementedError(f"{peer} or prismq_queue not measurable here")
+        ours = OURS.get(peer, "prismq_queue")
+        if self.cache.get(ours) is None or self.cache.get(peer) is None:
+            raise NotImplementedError(f"{peer} or {ours} not measurable here")
 
     def track_ratio(self, peer, op):
-        return self.cache["prismq_queue"][op] / self.cache[peer][op]
+        return self.cache[OURS.get(peer, "prismq_queue")][op] / self.cache[peer][op]
 
     track_ratio.pretty_name = "Peers: prismq_queue rate / peer rate"

@@ -26,7 +26,7 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEER_LIBS = {"huey": "huey", "persist_queue": "persistqueue", "litequeue": "litequeue"}
+PEER_LIBS = {"huey": "huey", "persist_queue": "persistqueue", "litequeue": "litequeue", "pgqueuer": "pgqueuer"}
 PREFIXES = ("time_", "track_", "peakmem_", "mem_", "timeraw_")
 
 
@@ -99,8 +99,8 @@ def test_every_benchmark_runs_once(asv_ready, pg_url):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["ran"] > 50, report
     allowed = {k for k, mod in PEER_LIBS.items() if importlib.util.find_spec(mod) is None}
-    if not pg_url:
-        allowed.add("'postgresql'")  # the PostgreSQL params skip without a server
+    if not pg_url:  # the PostgreSQL params and peers skip without a server
+        allowed |= {"'postgresql'", "'pgqueuer'", "'prismq_queue_pg'"}
     bad = [f for f in report["failures"]]
     bad += [s for s in report["skips"] if not any(p in s for p in allowed)]
     assert not bad, "\n\n".join(bad)
