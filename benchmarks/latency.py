@@ -11,7 +11,8 @@ Four scenarios, each the median over 3 repeats of the percentile within a repeat
   1 ms; other process: one task every 2 ms), or steady load: batches every 2 ms at half
   of the capacity measured in the same run (a Worker draining queued no-op tasks).
 
-Also: the CPU an idle Worker burns while it waits for work (target < 3 % of a core).
+Also: the CPU an idle Worker burns while it waits for work (target < 3 % of a core),
+the median of three 0.5 s windows after it settled.
 Both also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server.
 """
 
@@ -204,7 +205,7 @@ class IdleWorker:
                     res = kid.recv()
                 finally:
                     kid.close()
-                return 100.0 * res["cpu"] / res["wall"]
+                return h.median(100.0 * w["cpu"] / w["wall"] for w in res["windows"])
             finally:
                 store.cleanup()
 
