@@ -144,6 +144,8 @@ class PostgresBackend(Backend):
             self._q[name] = text
         self._cycle_sql = {strategy: self._q["cycle"].replace("{order}", self._q["order_" + strategy])
                            for strategy in SORT_KEYS}
+        self._claim_sql = {strategy: self._q["claim_cycle"].replace("{order}", self._q["order_" + strategy])
+                           for strategy in SORT_KEYS}
         self._conn: Optional["asyncpg.Connection"] = None
         self._lock: Optional[asyncio.Lock] = None
         self._rng = random.Random()
@@ -371,20 +373,23 @@ class PostgresBackend(Backend):
                          claim: Optional[ClaimRequest], recover: bool,
                          now: float) -> tuple[CycleResult, tuple[Optional[float], Optional[float]]]:
         """Run the cycle statement once; returns its result and (next due, next lease end)."""
-        columns: dict[str, tuple[list, list, list, list]] = {k: ([], [], [], []) for k in FINAL_STATUS}
-        for kind, task_id, token, value, when in finishes:
-            ids, tokens, values, whens = columns[kind]
-            ids.append(task_id)
-            tokens.append(token)
-            values.append(value if kind == COMPLETE else _clean_text(value))
-            whens.append(when)
-        c, r, f, rel = columns[COMPLETE], columns[RETRY], columns[FAIL], columns[RELEASE]
         if claim is None:
             wanted: tuple = (None, None, None, 0)
         else:
             wanted = (claim.lease_until, claim.token, claim.worker_id, claim.limit)
-        records = await conn.fetch(self._cycle_sql[strategy], *c, *r, *f, rel[0], rel[1], rel[3], now, recover,
-                                   *wanted)
+        if not finishes:
+            records = await conn.fetch(self._claim_sql[strategy], now, recover, *wanted)
+        else:
+            columns: dict[str, tuple[list, list, list, list]] = {k: ([], [], [], []) for k in FINAL_STATUS}
+            for kind, task_id, token, value, when in finishes:
+                ids, tokens, values, whens = columns[kind]
+                ids.append(task_id)
+                tokens.append(token)
+                values.append(value if kind == COMPLETE else _clean_text(value))
+                whens.append(when)
+            c, r, f, rel = columns[COMPLETE], columns[RETRY], columns[FAIL], columns[RELEASE]
+            records = await conn.fetch(self._cycle_sql[strategy], *c, *r, *f, rel[0], rel[1], rel[3], now,
+                                       recover, *wanted)
         first = records[0]
         result = CycleResult(recovered=first[CLAIMED_COLUMNS + 1])
         if first[CLAIMED_COLUMNS] != len(finishes):
