@@ -315,6 +315,18 @@ async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_url, pg_locatio
     await _idle_worker_is_woken_by(pg_location, produce)
 
 
+async def test_a_lost_listen_connection_is_replaced(pg_url, pg_location):
+    async def produce():
+        # The idle worker's LISTEN connection dies (a server restart, a network cut)...
+        await sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE application_name = 'prismq_queue listener' AND datname = current_database()")
+        await asyncio.sleep(0.3)
+        async with Queue(pg_location) as other:  # ...yet work enqueued afterwards still wakes it
+            await other.enqueue("t")
+
+    await _idle_worker_is_woken_by(pg_location, produce)
+
+
 async def test_work_added_before_the_first_wait_is_not_missed(pg_location):
     async with Queue(pg_location) as q, Queue(pg_location) as other:
         await other.enqueue("t", delay=0.3)
