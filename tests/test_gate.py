@@ -92,3 +92,70 @@ def test_gate(clone):
     assert "GATE FAILED" in out
     slower = re.findall(r"^  slower: (.*)$", out, re.M)
     assert any("time_claim_complete" in s for s in slower), slower
+
+
+# ---- the direction of track_ benchmarks, on fabricated results (seconds, no build) ----
+# asv counts every rise as "worse"; for tasks/s that is backwards. A tiny suite of
+# track_ figures is recorded for four commits with `asv run --python=same
+# --set-commit-hash`, and tools/compare.py judges pairs of them (--no-run).
+
+TINY_SUITE = '''
+class Figures:
+    def track_rate(self):
+        return {rate}
+    track_rate.unit = "tasks/s"
+
+    def track_latency(self):
+        return {latency}
+    track_latency.unit = "ms"
+'''
+# (rate in tasks/s: higher is better, latency in ms: lower is better)
+HISTORY = [(1000.0, 1.0), (500.0, 1.0), (2000.0, 0.5), (2000.0, 2.0)]
+
+
+@pytest.fixture(scope="module")
+def tiny_history(tmp_path_factory):
+    import json
+    repo = tmp_path_factory.mktemp("tiny")
+    conf = {"version": 1, "project": "tiny", "repo": ".", "branches": ["main"], "dvcs": "git",
+            "environment_type": "virtualenv", "benchmark_dir": "benchmarks",
+            "env_dir": ".asv/env", "results_dir": ".asv/results", "html_dir": ".asv/html"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "__init__.py").write_text("")
+    (repo / "asv.conf.json").write_text(json.dumps(conf))
+    (repo / ".gitignore").write_text("/.asv/\n")
+    hashes = []
+    for rate, latency in HISTORY:
+        (repo / "benchmarks" / "tiny.py").write_text(TINY_SUITE.format(rate=rate, latency=latency))
+        git("add", "-A", cwd=repo)
+        git("commit", "-qm", f"rate {rate} latency {latency}", cwd=repo)
+        h = git("rev-parse", "HEAD", cwd=repo)
+        hashes.append(h)
+        subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], cwd=repo, check=True,
+                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick",
+                        f"--set-commit-hash={h}"], cwd=repo, check=True, capture_output=True)
+    return repo, hashes
+
+
+def judge_pair(repo, base, head):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--no-run",
+                          "--factor", "1.5", "--base", base, "--head", head],
+                         cwd=repo, capture_output=True, text=True)
+    rows = dict(re.findall(r"^(tiny\.Figures\.\w+)\s.*\s(SLOWER|faster|same)\s*$",
+                           res.stdout, re.M))
+    return res.returncode, rows, res.stdout + res.stderr
+
+
+def test_gate_direction_of_track_benchmarks(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[0], h[1])  # tasks/s halved
+    assert rows == {"tiny.Figures.track_rate": "SLOWER", "tiny.Figures.track_latency": "same"}, out
+    assert rc == 1, out
+    rc, rows, out = judge_pair(repo, h[1], h[2])  # tasks/s x4, latency halved: both better
+    assert rows == {"tiny.Figures.track_rate": "faster", "tiny.Figures.track_latency": "faster"}, out
+    assert rc == 0, out
+    rc, rows, out = judge_pair(repo, h[2], h[3])  # latency x4
+    assert rows == {"tiny.Figures.track_rate": "same", "tiny.Figures.track_latency": "SLOWER"}, out
+    assert rc == 1, out
