@@ -95,9 +95,7 @@ class History:
             want = tuple(str(params.get(p)) for p in names) if names else ()
             for combo, v in zip(combos, values):
                 if tuple(combo) == want:
-                    if v is None or (isinstance(v, float) and math.isnan(v)):
-                        return None
-                    return v
+                    return v  # None: failed; NaN: skipped
         return None
 
 
@@ -127,12 +125,27 @@ def series(hist, entry):
     return commits, [entry_value(hist, c, entry) for c in commits]
 
 
+def isnan(v):
+    return isinstance(v, float) and math.isnan(v)
+
+
+def entry_state(hist, commit, entry):
+    """'ok', 'skipped' (NaN in asv's results), 'failed' (None) or 'missing' (not run)."""
+    for res in hist.by_commit.get(commit, []):
+        if entry["name"] in res.get_all_result_keys():
+            v = hist.value(commit, entry["name"], entry.get("params", {}))
+            return "skipped" if isnan(v) else ("failed" if v is None else "ok")
+    return "missing"
+
+
 def entry_value(hist, commit, entry):
     v = hist.value(commit, entry["name"], entry.get("params", {}))
+    if isnan(v):
+        return None
     peer = entry.get("peer")
     if peer and v is not None:
         pv = hist.value(commit, peer["name"], peer.get("params", {}))
-        if pv in (None, 0) or v == 0:
+        if pv in (None, 0) or isnan(pv) or v == 0:
             return None
         return v / pv if entry.get("better", "higher") == "higher" else pv / v
     return v
@@ -238,6 +251,7 @@ def build(conf, machine, targets_path):
             "change": change(cur, prev),
             "pass": passes(cur, entry.get("target"), entry_better(entry)),
             "known": name in bench_meta,
+            "state": entry_state(hist, newest, entry),
         }
         if entry.get("peer"):
             row["peer"] = entry["peer"]
@@ -269,7 +283,10 @@ def pct(x):
 
 def status(row):
     if row["value"] is None:
-        return "no value" + ("" if row["known"] else " (unknown benchmark)")
+        if not row["known"]:
+            return "no value (unknown benchmark)"
+        return {"skipped": "skipped", "failed": "FAILED",
+                "missing": "not run"}.get(row.get("state"), "no value")
     return {True: "PASS", False: "FAIL", None: "—"}[row["pass"]]
 
 
