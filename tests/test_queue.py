@@ -50,6 +50,20 @@ async def test_fifo_and_lifo_order(db_path):
         assert [t.id for t in await q.claim("w", limit=2, strategy="lifo")] == [ids[4], ids[3]]
 
 
+async def test_fifo_and_lifo_ignore_priority(queue):
+    ids = await queue.enqueue_many([("t", i, {"priority": p}) for i, p in enumerate([50, 1, 300, 1, 7])])
+    assert [t.id for t in await queue.claim("w", limit=3, strategy=Strategy.FIFO)] == ids[:3]
+    assert [t.id for t in await queue.claim("w", limit=5, strategy=Strategy.LIFO)] == [ids[4], ids[3]]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+async def test_delayed_tasks_at_a_better_priority_do_not_hide_due_ones(queue, strategy):
+    await queue.enqueue_many([("t", None, {"priority": 1, "delay": 3600})] * 50)
+    due = await queue.enqueue_many([("t", None, {"priority": 200})] * 3)
+    got = await queue.claim("w", limit=10, strategy=strategy)
+    assert sorted(t.id for t in got) == due
+
+
 async def test_weighted_random_favours_low_numbers_but_starves_none(queue):
     await queue.enqueue_many([("t", None, {"priority": 1}) for _ in range(300)]
                              + [("t", None, {"priority": 10}) for _ in range(300)])

@@ -21,7 +21,8 @@ async def test_new_file_gets_the_current_version(db_path):
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
-    assert "prismq_ready_priority" in _indexes(db_path) and "prismq_finished" not in _indexes(db_path)
+    assert "prismq_ready_priority" in _indexes(db_path)
+    assert not {"prismq_finished", "prismq_ready_due"} & _indexes(db_path)
 
 
 async def test_version_1_file_is_migrated_and_keeps_its_tasks(db_path):
@@ -39,7 +40,7 @@ async def test_version_1_file_is_migrated_and_keeps_its_tasks(db_path):
         (task,) = await q.claim("w")
         assert task.payload == {"v": 1}
         await q.complete(task)
-    assert "prismq_finished" not in _indexes(db_path)
+    assert not {"prismq_finished", "prismq_ready_due"} & _indexes(db_path)
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()

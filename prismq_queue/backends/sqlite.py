@@ -8,6 +8,7 @@ that reads and then writes fails its lock upgrade at once under contention.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -27,19 +28,18 @@ from .sqlite_checkpointer import Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"]}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"]}
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
 FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
-MAX_LEVELS = 64
-# Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
-SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
-    "fifo": (lambda r: (r[6], r[0]), False),
-    "lifo": (lambda r: (r[6], r[0]), True),
-    "priority": (lambda r: (r[3], r[6], r[0]), False),
-}
+MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
+
+
+def _due_order(row: tuple) -> tuple:
+    """FIFO order of a CLAIMED_ROW: run_at, then id."""
+    return row[6], row[0]
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -257,18 +257,57 @@ class SQLiteBackend(Backend):
     def _claim(self, c: sqlite3.Connection, req: ClaimRequest, now: float) -> list[tuple]:
         params = {"lease_until": req.lease_until, "token": req.token, "worker_id": req.worker_id,
                   "now": now, "limit": req.limit}
+        if req.strategy == "priority":
+            return self._claim_priority(c, params)
         if req.strategy == "weighted_random":
             return self._claim_weighted(c, params)
-        rows = c.execute(Q["claim_" + req.strategy], params).fetchall()
-        key, reverse = SORT_KEYS[req.strategy]
-        rows.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
+        return self._claim_by_due(c, params, lifo=req.strategy == "lifo")
+
+    @staticmethod
+    def _levels(c: sqlite3.Connection):
+        """The priority levels that hold queued tasks, lowest first, one index seek each."""
+        level = c.execute(Q["first_level"]).fetchone()[0]
+        while level is not None:
+            yield level
+            level = c.execute(Q["next_level"], (level,)).fetchone()[0]
+
+    def _claim_priority(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
+        # Level by level, lowest number first; FIFO within a level. A level whose
+        # tasks are all delayed costs one empty range lookup.
+        claimed: list[tuple] = []
+        wanted = params["limit"]
+        for level in self._levels(c):
+            rows = c.execute(Q["claim_level"], {**params, "priority": level, "limit": wanted - len(claimed)}).fetchall()
+            rows.sort(key=_due_order)  # RETURNING gives no defined order
+            claimed.extend(rows)
+            if len(claimed) == wanted:
+                break
+        return claimed
+
+    def _claim_by_due(self, c: sqlite3.Connection, params: dict, lifo: bool) -> list[tuple]:
+        # Each level offers its first `limit` due tasks; the merge keeps the
+        # `limit` earliest (FIFO) or latest (LIFO) across levels.
+        sql, limit, now = Q["level_heads_lifo" if lifo else "level_heads_fifo"], params["limit"], params["now"]
+        heads = [head for level in self._levels(c) for head in c.execute(sql, (level, now, limit))]
+        heads.sort(reverse=lifo)
+        ids = [task_id for _, task_id in heads[:limit]]
+        if not ids:
+            return []
+        rows = c.execute(Q["claim_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
+        rows.sort(key=_due_order, reverse=lifo)
         return rows
 
     def _claim_weighted(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
         # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
         # low numbers are favoured, yet every level keeps a share, so nothing
         # starves. Within a level tasks go first due, first out.
-        levels = [r[0] for r in c.execute(Q["ready_levels"], {"now": params["now"], "max_levels": MAX_LEVELS})]
+        now = params["now"]
+        levels = []
+        for level in self._levels(c):
+            if c.execute(Q["level_has_ready"], (level, now)).fetchone():
+                levels.append(level)
+                if len(levels) == MAX_LEVELS:
+                    break
         wanted = params["limit"]
         claimed: list[tuple] = []
         while wanted > 0 and levels:
@@ -277,7 +316,7 @@ class SQLiteBackend(Backend):
             draws = Counter(self._rng.choices(levels, weights, k=wanted))
             for level in sorted(draws):
                 rows = c.execute(Q["claim_level"], {**params, "priority": level, "limit": draws[level]}).fetchall()
-                rows.sort(key=lambda r: (r[6], r[0]))
+                rows.sort(key=_due_order)
                 claimed.extend(rows)
                 if len(rows) < draws[level]:
                     levels.remove(level)  # this level ran dry; its slots go round again

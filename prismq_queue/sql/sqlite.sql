@@ -57,31 +57,20 @@ SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
 SELECT id FROM prismq_tasks
 WHERE idempotency_key = ? AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
 
--- name: claim_fifo
-UPDATE prismq_tasks
-SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
-    worker_id = :worker_id, started_at = :now
-WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
-             ORDER BY run_at, id LIMIT :limit)
-RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+-- name: first_level
+-- Priority levels are walked one index seek at a time (a loose index scan):
+-- each claim then reads only the ready entries it takes, however many tasks
+-- wait, delayed, at other levels.
+SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued';
 
--- name: claim_lifo
-UPDATE prismq_tasks
-SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
-    worker_id = :worker_id, started_at = :now
-WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
-             ORDER BY run_at DESC, id DESC LIMIT :limit)
-RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+-- name: next_level
+SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > ?;
 
--- name: claim_priority
-UPDATE prismq_tasks
-SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
-    worker_id = :worker_id, started_at = :now
-WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
-             ORDER BY priority, run_at, id LIMIT :limit)
-RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
+-- name: level_has_ready
+SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND priority = ? AND run_at <= ? LIMIT 1;
 
 -- name: claim_level
+-- PRIORITY and WEIGHTED_RANDOM: the first due tasks of one level, in one statement.
 UPDATE prismq_tasks
 SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
     worker_id = :worker_id, started_at = :now
@@ -89,18 +78,22 @@ WHERE id IN (SELECT id FROM prismq_tasks WHERE status = 'queued' AND priority = 
              AND run_at <= :now ORDER BY run_at, id LIMIT :limit)
 RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
 
--- name: ready_levels
--- The distinct priorities of ready tasks, lowest first, each found by one
--- index seek past the previous one (a loose index scan), at most :max_levels.
-WITH RECURSIVE levels (priority, n) AS (
-    SELECT (SELECT priority FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
-            ORDER BY priority LIMIT 1), 1
-    UNION ALL
-    SELECT (SELECT priority FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now
-            AND priority > levels.priority ORDER BY priority LIMIT 1), n + 1
-    FROM levels WHERE levels.priority IS NOT NULL AND n < :max_levels
-)
-SELECT priority FROM levels WHERE priority IS NOT NULL;
+-- name: level_heads_fifo
+-- FIFO and LIFO: the candidates of one level, merged across levels in Python.
+SELECT run_at, id FROM prismq_tasks WHERE status = 'queued' AND priority = ? AND run_at <= ?
+ORDER BY run_at, id LIMIT ?;
+
+-- name: level_heads_lifo
+SELECT run_at, id FROM prismq_tasks WHERE status = 'queued' AND priority = ? AND run_at <= ?
+ORDER BY run_at DESC, id DESC LIMIT ?;
+
+-- name: claim_ids
+-- FIFO and LIFO: claim the merged candidates (a JSON array of ids) in one statement.
+UPDATE prismq_tasks
+SET status = 'running', attempts = attempts + 1, lease_until = :lease_until, token = :token,
+    worker_id = :worker_id, started_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'queued'
+RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key;
 
 -- name: complete
 UPDATE prismq_tasks
@@ -148,13 +141,31 @@ SET status = 'queued', run_at = :now, lease_until = NULL, worker_id = NULL
 WHERE status = 'running' AND lease_until < :now;
 
 -- name: next_due
-SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued';
+-- The earliest run_at of any queued task: one seek per priority level.
+WITH RECURSIVE levels (priority) AS (
+    SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > levels.priority)
+    FROM levels WHERE levels.priority IS NOT NULL
+)
+SELECT MIN((SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued' AND priority = levels.priority))
+FROM levels WHERE priority IS NOT NULL;
 
 -- name: next_lease_expiry
 SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running';
 
 -- name: any_ready
-SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ? LIMIT 1;
+-- Is any task due? Stops at the first level that has one.
+WITH RECURSIVE levels (priority) AS (
+    SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > levels.priority)
+    FROM levels WHERE levels.priority IS NOT NULL
+)
+SELECT 1 FROM levels
+WHERE priority IS NOT NULL
+  AND EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND priority = levels.priority AND run_at <= ?)
+LIMIT 1;
 
 -- name: get_task
 SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
@@ -181,7 +192,15 @@ SELECT type, status, COUNT(*),
 FROM prismq_tasks GROUP BY type, status;
 
 -- name: oldest_due
-SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?;
+WITH RECURSIVE levels (priority) AS (
+    SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued'
+    UNION ALL
+    SELECT (SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > levels.priority)
+    FROM levels WHERE levels.priority IS NOT NULL
+)
+SELECT MIN((SELECT MIN(run_at) FROM prismq_tasks
+            WHERE status = 'queued' AND priority = levels.priority AND run_at <= ?))
+FROM levels WHERE priority IS NOT NULL;
 
 -- name: purge
 DELETE FROM prismq_tasks
@@ -191,3 +210,10 @@ WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?;
 -- Version 2 drops the index over finished rows: it cost every acknowledgement
 -- an index insert, for purge() and stats(), which scan the table anyway.
 DROP INDEX IF EXISTS prismq_finished;
+
+-- name: schema_3
+-- Version 3 keeps one index over queued rows, (priority, run_at, id): every
+-- strategy walks it level by level, so an enqueue maintains two B-trees (the
+-- table and this index) instead of three, and a level full of delayed tasks is
+-- never scanned past.
+DROP INDEX IF EXISTS prismq_ready_due;
