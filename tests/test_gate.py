@@ -159,3 +159,21 @@ def test_gate_direction_of_track_benchmarks(tiny_history):
     rc, rows, out = judge_pair(repo, h[2], h[3])  # latency x4
     assert rows == {"tiny.Figures.track_rate": "same", "tiny.Figures.track_latency": "SLOWER"}, out
     assert rc == 1, out
+
+
+@pytest.mark.parametrize("unit, better", [
+    ("tasks/s", "higher"), ("ratio", "higher"), ("fraction of ideal", "higher"),
+    ("Jain index", "higher"), ("x 1-process rate", "higher"),
+    ("ms", "lower"), ("MiB", "lower"), ("errors", "lower"), ("tasks", "lower"),
+    ("fraction of claims", "lower"), ("% of a core", "lower"), ("us CPU/task", "lower"),
+    ("seconds", "lower"), ("rounds", "lower"),
+])
+def test_direction_of_track_units(unit, better):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from compare import better_of
+    assert better_of("family.Class.track_figure", {"type": "track", "unit": unit}, {}) == better
+    # targets.json decides where it speaks; time_ benchmarks are always lower-is-better
+    assert better_of("family.Class.track_figure", {"type": "track", "unit": unit},
+                     {"family.Class.track_figure": "lower"}) == "lower"
+    assert better_of("family.Class.time_call", {"type": "time", "unit": "seconds"},
+                     {"family.Class.time_call": "higher"}) == "lower"

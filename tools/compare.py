@@ -12,8 +12,9 @@ Direction: time_, peakmem_ and mem_ benchmarks are better lower.  asv itself
 takes every rise of a track_ benchmark as "worse", which is wrong for a rate
 such as tasks/s; here a track_ benchmark is better higher when
 benchmarks/targets.json says so for it, or when its unit is a rate, ratio,
-fraction or efficiency ("/s", "ratio", "fraction", "efficiency", "fairness",
-"speedup"), and better lower otherwise (ms, MiB, errors, ...).
+efficiency, fairness or speedup ("/s", "ratio", "of ideal", "Jain index",
+"x 1-process rate"), and better lower otherwise (ms, MiB, errors, "fraction of
+claims", ...).
 
 Significant means both: the change is beyond FACTOR (slowdown = after/before
 for lower-is-better, before/after for higher-is-better; > 1 is slower) and
@@ -34,7 +35,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench import MACHINE, MACHINE_ARGS, ensure_machine  # noqa: E402
 
-HIGHER_UNIT_RE = re.compile(r"/\s*s\b|per\s+s|ratio|fraction|efficien|fairness|speedup|jain", re.I)
+# Units that mean "higher is better": rates, ratios (ours / a peer's), efficiency
+# ("fraction of ideal"), fairness, speedups ("x 1-process rate").  Anything else,
+# e.g. ms, MiB, errors, tasks lost, "fraction of claims" (a conflict rate), is lower.
+HIGHER_UNIT_RE = re.compile(r"/\s*s\b|\bper\s+s(ec(ond)?)?\b|\bratio\b|of ideal|efficien|fairness|"
+                            r"\bjain\b|speedup|^\s*(x|×)\s", re.I)
 
 
 def git(*args):
