@@ -2,7 +2,7 @@
 
 from .errors import (
     DatabaseError, InvalidArgument, LeaseLost, PayloadError, QueueBusy, QueueClosed, QueueError,
-    SchemaVersionError, TaskCancelled, TaskNotFound,
+    SchemaVersionError, TaskCancelled, TaskNotFound, UnsupportedOperation,
 )
 from .queue import Queue
 from .retry import RetryPolicy
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Queue", "Worker", "Task", "TaskStatus", "Strategy", "RetryPolicy",
     "QueueError", "InvalidArgument", "PayloadError", "DatabaseError", "SchemaVersionError", "QueueClosed",
-    "QueueBusy", "LeaseLost", "TaskCancelled", "TaskNotFound", "__version__",
+    "QueueBusy", "LeaseLost", "TaskCancelled", "TaskNotFound", "UnsupportedOperation", "__version__",
 ]

@@ -39,3 +39,7 @@ class TaskCancelled(QueueError):
 
 class TaskNotFound(QueueError, KeyError):
     """No task has that id."""
+
+
+class UnsupportedOperation(QueueError, NotImplementedError):
+    """A call this backend cannot do (on PostgreSQL: checkpoint, backup; use pg_dump)."""

@@ -55,6 +55,8 @@ def _check_type(task_type: Any) -> str:
 def _check_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    if not -(2**63) <= value < 2**63:  # what both SQLite and PostgreSQL store
+        raise InvalidArgument(f"{name} must fit in 64 bits, got {value!r}")
     return value
 
 

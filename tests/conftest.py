@@ -21,7 +21,6 @@ from prismq_queue import Queue
 # only; tests/test_postgres.py has their PostgreSQL counterparts.
 SQLITE_ONLY = {
     "test_maintenance_backup_checkpoint_vacuum_integrity",
-    "test_another_connection_wakes_an_idle_worker",
 }
 SCHEMA_PREFIX = f"prismq_test_{os.getpid()}_"
 _schemas = itertools.count()

@@ -31,10 +31,17 @@ async def test_task_type_must_be_a_non_empty_string(queue, task_type):
 @pytest.mark.parametrize("kwargs", [{"max_attempts": -1}, {"max_attempts": 0}, {"max_attempts": 1.5},
                                     {"priority": "high"}, {"priority": 1.5}, {"delay": -1},
                                     {"delay": float("inf")}, {"run_at": "tomorrow"}, {"idempotency_key": ""},
-                                    {"delay": 5, "run_at": 10.0}])
+                                    {"delay": 5, "run_at": 10.0}, {"priority": 2**63}, {"max_attempts": 2**64}])
 async def test_bad_options_are_refused(queue, kwargs):
     with pytest.raises(InvalidArgument):
         await queue.enqueue("t", {}, **kwargs)
+    assert await count(queue) == 0
+
+
+@pytest.mark.parametrize("task_type,payload", [("t", {"text": "\ud800"}), ("\udfff", None)])
+async def test_text_that_is_not_unicode_is_refused(queue, task_type, payload):
+    with pytest.raises(InvalidArgument):
+        await queue.enqueue(task_type, payload)
     assert await count(queue) == 0
 
 

@@ -20,7 +20,8 @@ from prismq_queue import (
 
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL backend needs asyncpg (pip install -e '.[test]')")
 
-from prismq_queue.backends.postgres import PostgresBackend, UnsupportedOperation  # noqa: E402
+from prismq_queue import UnsupportedOperation  # noqa: E402
+from prismq_queue.backends.postgres import PostgresBackend  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -43,8 +43,8 @@ async def test_priority_lower_number_first_then_fifo(queue):
     assert [t.id for t in got] == [first, second, default, low]
 
 
-async def test_fifo_and_lifo_order(db_path):
-    async with Queue(db_path) as q:
+async def test_fifo_and_lifo_order(location):
+    async with Queue(location) as q:
         ids = await q.enqueue_many([("t", i) for i in range(5)])
         assert [t.id for t in await q.claim("w", limit=2, strategy=Strategy.FIFO)] == ids[:2]
         assert [t.id for t in await q.claim("w", limit=2, strategy="lifo")] == [ids[4], ids[3]]
@@ -210,8 +210,8 @@ async def test_idempotency_key_returns_the_live_task(queue):
     assert c != a
 
 
-async def test_idempotency_is_race_free_across_queues(db_path):
-    async with Queue(db_path) as q1, Queue(db_path) as q2:
+async def test_idempotency_is_race_free_across_queues(location):
+    async with Queue(location) as q1, Queue(location) as q2:
         ids = await asyncio.gather(*[q.enqueue("t", i, idempotency_key="same")
                                      for i, q in enumerate([q1, q2] * 10)])
         assert len(set(ids)) == 1
@@ -266,8 +266,8 @@ async def test_durability_sets_synchronous_and_wal(db_path, durability, expected
         assert (sync, mode) == (expected, "wal")
 
 
-async def test_reopening_keeps_tasks(db_path):
-    async with Queue(db_path) as q:
+async def test_reopening_keeps_tasks(location):
+    async with Queue(location) as q:
         tid = await q.enqueue("t", {"keep": True})
-    async with Queue(db_path) as q:
+    async with Queue(location) as q:
         assert (await q.get(tid)).payload == {"keep": True}

@@ -2,7 +2,6 @@
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -107,13 +106,13 @@ async def test_enqueue_wakes_an_idle_worker_at_once(queue):
     await asyncio.wait_for(runner, 10)
 
 
-async def test_another_connection_wakes_an_idle_worker(db_path, queue):
+async def test_another_connection_wakes_an_idle_worker(location, queue):
     started = asyncio.Event()
     worker = Worker(queue, poll_interval=30)
     worker.register("t", lambda task: started.set())
     runner = asyncio.create_task(worker.run())
     await asyncio.sleep(0.1)
-    async with Queue(db_path) as other:  # a separate connection, as another process would have
+    async with Queue(location) as other:  # a separate connection, as another process would have
         await other.enqueue("t")
     await asyncio.wait_for(started.wait(), 5)
     worker.stop()

@@ -92,6 +92,18 @@ class Backend:
     async def purge(self, before: float) -> int:
         raise NotImplementedError
 
+    async def checkpoint(self, mode: str) -> tuple:
+        raise NotImplementedError
+
+    async def vacuum(self) -> None:
+        raise NotImplementedError
+
+    async def backup(self, dest: str) -> None:
+        raise NotImplementedError
+
+    async def integrity_check(self) -> list[str]:
+        raise NotImplementedError
+
     def arm(self, wake: Callable[[], None]) -> None:
         """Call `wake` (from any thread) once ready work may have been added by another process."""
         raise NotImplementedError
@@ -99,3 +111,21 @@ class Backend:
     def disarm(self, wake: Callable[[], None]) -> None:
         """Stop calling `wake`."""
         raise NotImplementedError
+
+
+#: the status each kind of finish record leaves a task in
+FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
+
+
+def fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
+    """Why a fenced write did (or did not) apply, from the row's (status, token) read back after it."""
+    if row is None:
+        return MISSING
+    status, current = row
+    if current != token:
+        return LOST
+    if wanted_status is not None and status == wanted_status:
+        return OK
+    if status == "cancelled":
+        return CANCELLED
+    return LOST

@@ -34,11 +34,11 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
 
 from .. import sql
 from ..errors import (
-    DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError,
+    DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError, UnsupportedOperation,
 )
 from .base import (
-    CANCELLED, COMPLETE, FAIL, LOST, MISSING, OK, RELEASE, RETRY,
-    Backend, ClaimRequest, CycleResult,
+    COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY,
+    Backend, ClaimRequest, CycleResult, fence_outcome,
 )
 
 log = logging.getLogger("prismq_queue.postgres")
@@ -51,7 +51,6 @@ DURABILITY = ("normal", "full")
 # A schema name: a plain identifier, short enough that "prismq_<schema>" is a
 # valid channel name (63 bytes at most).
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
-FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
 MAX_LEVELS = 64
 TRANSIENT_RETRIES = 5
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
@@ -62,10 +61,6 @@ SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
     "lifo": (lambda r: (r[6], r[0]), True),
     "priority": (lambda r: (r[3], r[6], r[0]), False),
 }
-
-
-class UnsupportedOperation(QueueError, NotImplementedError):
-    """A maintenance call that only makes sense on SQLite (checkpoint, backup)."""
 
 
 def _quote_ident(name: str) -> str:
@@ -402,7 +397,7 @@ class PostgresBackend(Backend):
         # Some fenced writes were refused: read back why. A row that now holds
         # the state we asked for, under our token, was applied.
         states = {r[0]: (r[1], r[2]) for r in await conn.fetch(self._q["fence_state"], [w[0] for w in wanted])}
-        return [_fence_outcome(states.get(task_id), token, status) for task_id, token, status in wanted]
+        return [fence_outcome(states.get(task_id), token, status) for task_id, token, status in wanted]
 
     async def _claim_weighted(self, conn: "asyncpg.Connection", req: ClaimRequest,
                               now: float) -> tuple[list[tuple], Optional[float], Optional[float]]:
@@ -590,16 +585,3 @@ def _breaks_connection(exc: BaseException) -> bool:
         return state.startswith("08") or state.startswith("57P")  # connection exception, operator intervention
     return not isinstance(exc, (ValueError, TypeError))  # OSError, timeouts, InterfaceError, InternalClientError
 
-
-def _fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
-    """Why a fenced write did (or did not) apply, from the row's (status, token)."""
-    if row is None:
-        return MISSING
-    status, current = row
-    if current != token:
-        return LOST
-    if wanted_status is not None and status == wanted_status:
-        return OK
-    if status == "cancelled":
-        return CANCELLED
-    return LOST

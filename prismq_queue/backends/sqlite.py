@@ -21,8 +21,7 @@ import aiosqlite
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
 from .base import (
-    CANCELLED, COMPLETE, FAIL, LOST, MISSING, OK, RELEASE, RETRY,
-    Backend, ClaimRequest, CycleResult,
+    COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult, fence_outcome,
 )
 from .sqlite_checkpointer import Checkpointer
 from .sqlite_watcher import ChangeWatcher
@@ -33,7 +32,6 @@ MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"]}
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
-FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
 MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
 
 
@@ -170,6 +168,8 @@ class SQLiteBackend(Backend):
                 pause = min(pause * 2, 0.001)
             except sqlite3.Error as exc:
                 raise DatabaseError(f"{self.path}: {exc}") from exc
+            except UnicodeEncodeError as exc:  # e.g. a lone surrogate in a type name or payload
+                raise InvalidArgument(f"text that is not valid Unicode cannot be stored: {exc}") from None
 
     def _transaction(self, fn: Callable[..., Any], *args: Any) -> Any:
         c = self._raw
@@ -251,7 +251,7 @@ class SQLiteBackend(Backend):
         outcomes = []
         for kind, task_id, token, _value, _when in finishes:
             row = c.execute(Q["fence_state"], (task_id,)).fetchone()
-            outcomes.append(_fence_outcome(row, token, FINAL_STATUS[kind]))
+            outcomes.append(fence_outcome(row, token, FINAL_STATUS[kind]))
         return outcomes
 
     def _claim(self, c: sqlite3.Connection, req: ClaimRequest, now: float) -> list[tuple]:
@@ -333,7 +333,7 @@ class SQLiteBackend(Backend):
             if c.execute(Q["extend_lease"], (lease_until, task_id, token)).rowcount:
                 outcomes.append(OK)
             else:
-                outcomes.append(_fence_outcome(c.execute(Q["fence_state"], (task_id,)).fetchone(), token, None))
+                outcomes.append(fence_outcome(c.execute(Q["fence_state"], (task_id,)).fetchone(), token, None))
         return outcomes
 
     async def get(self, task_id: int) -> Optional[tuple]:
@@ -412,16 +412,3 @@ class SQLiteBackend(Backend):
         if self._watcher is not None:
             self._watcher.disarm(wake)
 
-
-def _fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
-    """Why a fenced write did (or did not) apply, from the row's (status, token)."""
-    if row is None:
-        return MISSING
-    status, current = row
-    if current != token:
-        return LOST
-    if wanted_status is not None and status == wanted_status:
-        return OK
-    if status == "cancelled":
-        return CANCELLED
-    return LOST
