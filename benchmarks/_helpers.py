@@ -179,12 +179,26 @@ def child_env() -> dict:
 class Child:
     """A child process running benchmarks/_child.py MODE ARGS, talking JSON lines on stdin/stdout."""
 
+    TIMEOUT = 120.0  # no answer for this long: the child is stuck; fail instead of hanging
+
     def __init__(self, mode: str, *args: Any):
+        import queue
+        import threading
+
+        self.mode = mode
         self.proc = subprocess.Popen(
             [sys.executable, CHILD, mode, *[str(a) for a in args]],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,
             env=child_env(), text=True, bufsize=1,
         )
+        self._lines: "queue.Queue[str]" = queue.Queue()
+
+        def pump():
+            for line in self.proc.stdout:
+                self._lines.put(line)
+            self._lines.put("")  # end of output
+
+        threading.Thread(target=pump, daemon=True).start()
 
     @property
     def pid(self) -> int:
@@ -194,11 +208,17 @@ class Child:
         self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
 
-    def recv(self) -> dict:
-        line = self.proc.stdout.readline()
+    def recv(self, timeout: float | None = None) -> dict:
+        import queue
+
+        try:
+            line = self._lines.get(timeout=timeout or self.TIMEOUT)
+        except queue.Empty:
+            self.proc.kill()
+            raise RuntimeError(f"benchmark child ({self.mode}) gave no answer in {timeout or self.TIMEOUT:.0f} s")
         if not line:
             rc = self.proc.wait(timeout=10)
-            raise RuntimeError(f"benchmark child exited (rc={rc}) without answering")
+            raise RuntimeError(f"benchmark child ({self.mode}) exited (rc={rc}) without answering")
         return json.loads(line)
 
     def close(self, timeout: float = 20.0) -> None:
@@ -212,11 +232,10 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
 
 
 def start_children(mode: str, argsets: Sequence[Sequence[Any]]) -> list[Child]:

@@ -8,7 +8,7 @@ Four scenarios, each the median over 3 repeats of the percentile within a repeat
 * producer in the same process or in another process (the worker then has to notice
   another connection's commit: the cross-process wake-up path);
 * light load: one task in flight at a time (same process: enqueue, wait for it, pause
-  1 ms; other process: one task every 2 ms), or steady load: batches every 2 ms at half
+  0.5 ms; other process: one task every 2 ms), 800 tasks per repeat, or steady load: batches every 2 ms at half
   of the capacity measured in the same run (a Worker draining queued no-op tasks).
 
 Also: the CPU an idle Worker burns while it waits for work (target < 3 % of a core),
@@ -23,7 +23,7 @@ import time
 
 from . import _helpers as h
 
-LIGHT_N = h.size(400, 20)
+LIGHT_N = h.size(800, 20)
 STEADY_SECONDS = 0.6 if not h.SMOKE else 0.1
 STEADY_FRACTION = 0.5
 INTERVAL = 0.002
@@ -96,7 +96,7 @@ async def _scenario(path: str, where: str, load: str, rate: float, rounds: int) 
                         arrived.clear()
                         await q.enqueue("lat", {"t0": time.monotonic(), "i": i})
                         await asyncio.wait_for(arrived.wait(), 10)
-                        await asyncio.sleep(0.001)
+                        await asyncio.sleep(0.0005)
                 elif where == "same":
                     await _produce(q, n, INTERVAL, batch)
                 else:
@@ -153,7 +153,7 @@ class EnqueueToHandler:
     param_names = ["backend", "scenario", "percentile"]
     unit = "ms"
     timeout = 300
-    version = 1
+    version = 2  # 2: 800 light-load tasks per repeat (was 400), 0.5 ms pause
 
     def setup(self, backend, scenario, percentile):
         h.pq()

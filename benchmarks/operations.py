@@ -206,7 +206,7 @@ class ClaimDepthRatio(_DeepFiles):
     """Time of one claim+complete at 1,000,000 rows / at 1,000 (target <= 1.5)."""
 
     unit = "ratio"
-    version = 1
+    version = 2  # 2: 1,000 claims per depth and repeat (was 300)
 
     def setup(self, cache):
         self.pq = h.pq()
@@ -240,7 +240,7 @@ class ClaimDepthRatio(_DeepFiles):
                 conn.close()
 
     def track_claim_ratio(self, cache):
-        n = h.size(300, 30)
+        n = h.size(1_000, 30)
         small, big = cache[str(DEPTHS[0])], cache[str(DEPTHS[-1])]
         ratios = []
         for _ in range(h.repeats()):
