@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,7 @@ class Worker:
         self._stopping = False
         self._wake_future: Optional[asyncio.Future] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop_thread: Optional[int] = None
         self._executor: Optional[ThreadPoolExecutor] = None
         # What this worker did, for callers and benchmarks.
         self.completed = 0
@@ -91,6 +93,7 @@ class Worker:
     async def run(self, until_empty: bool = False) -> None:
         """Work until stop() (or SIGINT/SIGTERM); with until_empty, also once nothing is due and nothing runs."""
         self._loop = loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._stopping = False
         signals = self._install_signals(loop)
         heartbeat = loop.create_task(self._heartbeat())
@@ -184,6 +187,9 @@ class Worker:
             future.set_result(None)
 
     def _wake_threadsafe(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._wake()  # an enqueue through the same Queue, on the loop's own thread
+            return
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
