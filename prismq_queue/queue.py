@@ -145,8 +145,7 @@ class Queue:
         """Add one task; returns its id (the live task's id if `idempotency_key` is already queued or running)."""
         now = time.time()
         row = self._new_row(now, task_type, payload, priority, delay, run_at, max_attempts, idempotency_key)
-        (task_id,) = await self._backend.insert([row])
-        self._notify()
+        (task_id,) = await self._insert([row])
         return task_id
 
     async def enqueue_many(self, items: Iterable[Any], *, priority: int = 100, delay: float = 0.0,
@@ -185,9 +184,16 @@ class Queue:
             raise PayloadError(f"payload of task {len(rows)} is not JSON-serializable: {exc}") from None
         if not rows:
             return []
-        ids = await self._backend.insert(rows)
-        self._notify()
-        return ids
+        return await self._insert(rows)
+
+    async def _insert(self, rows: list[tuple]) -> list[int]:
+        backend = self._backend
+        backend.local_writes += 1
+        try:
+            return await backend.insert(rows)
+        finally:
+            backend.local_writes -= 1
+            self._notify()  # wake this process's idle workers at once
 
     @staticmethod
     def _unpack(item: Any) -> tuple[Any, Any, dict]:

@@ -405,7 +405,8 @@ class SQLiteBackend(Backend):
 
     def arm(self, wake: Callable[[], None]) -> None:
         if self._watcher is None:
-            self._watcher = ChangeWatcher(self.path, Q["any_ready"], self._watch_interval)
+            self._watcher = ChangeWatcher(self.path, Q["any_ready"], self._watch_interval,
+                                          local_write=lambda: self.local_writes > 0)
         self._watcher.arm(wake)
 
     def disarm(self, wake: Callable[[], None]) -> None:

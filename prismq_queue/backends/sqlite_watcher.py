@@ -41,7 +41,9 @@ def _inotify_fd(wal_path: str) -> Optional[int]:
 class ChangeWatcher:
     """Calls the armed wake-ups, on the event loop, when ready work may have appeared."""
 
-    def __init__(self, path: str, ready_sql: str, interval: float = 0.001, safety_interval: float = 0.25) -> None:
+    def __init__(self, path: str, ready_sql: str, interval: float = 0.001, safety_interval: float = 0.25,
+                 local_write: Callable[[], bool] = lambda: False) -> None:
+        self._local_write = local_write
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         self._ready_sql = ready_sql
         self._fd = _inotify_fd(path + "-wal")
@@ -105,6 +107,11 @@ class ChangeWatcher:
             pass
         if not self._wakes:
             return  # nobody idle: the next arm() looks anyway
+        if self._local_write():
+            # An enqueue of this process is committing: as it returns it wakes this
+            # process's workers itself, and their claim also sees whatever another
+            # process committed before it. No need to look now.
+            return
         if not self._look():
             # A commit writes its frames to the WAL first and publishes them in the
             # shared index just after: the write may not be visible yet. Look again
