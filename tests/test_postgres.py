@@ -7,8 +7,6 @@ import asyncio
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,9 +19,9 @@ from prismq_queue import (
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL backend needs asyncpg (pip install -e '.[test]')")
 
 from prismq_queue import UnsupportedOperation  # noqa: E402
+from procs import executions, spawn  # noqa: E402
 from prismq_queue.backends.postgres import PostgresBackend  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def schema_of(location):
@@ -343,20 +341,6 @@ async def test_work_added_before_the_first_wait_is_not_missed(pg_location):
 
 
 # -- many processes ---------------------------------------------------------------
-
-
-def spawn(location, log, *extra):
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "proc_worker.py"), location, log, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def executions(tmp_path):
-    runs = collections.Counter()
-    for name in os.listdir(tmp_path):
-        if name.endswith(".log"):
-            with open(tmp_path / name) as f:
-                runs.update(int(line) for line in f if line.strip())
-    return runs
 
 
 @pytest.mark.slow

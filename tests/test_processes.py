@@ -1,32 +1,15 @@
 """Several worker processes, each with its own connection, on one file; and a worker killed mid-run."""
 
 import asyncio
-import collections
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
+from procs import executions, spawn
 from prismq_queue import Queue, TaskStatus, Worker
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.slow
-
-
-def spawn(db, log, *extra):
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "proc_worker.py"), db, log, *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def executions(tmp_path):
-    runs = collections.Counter()
-    for name in os.listdir(tmp_path):
-        if name.endswith(".log"):
-            with open(tmp_path / name) as f:
-                runs.update(int(line) for line in f if line.strip())
-    return runs
 
 
 async def test_four_processes_complete_every_task_exactly_once(tmp_path, db_path):
