@@ -5,7 +5,6 @@ through the parametrized `queue` fixture of conftest.py."""
 
 import asyncio
 import collections
-import os
 import signal
 import time
 

@@ -1,7 +1,6 @@
 """Several worker processes, each with its own connection, on one file; and a worker killed mid-run."""
 
 import asyncio
-import os
 import signal
 
 import pytest
