@@ -132,14 +132,15 @@ async def test_delayed_task_runs_when_due(queue):
 
 async def test_heartbeat_extends_leases_of_long_handlers(queue):
     async def slow(task):
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(3.0)
         return "done"
 
     tid = await queue.enqueue("slow")
-    worker = Worker(queue, lease_seconds=0.2, heartbeat_interval=0.05)
+    # Heartbeats every 0.1 s keep a 1 s lease: a loaded machine may delay a few.
+    worker = Worker(queue, lease_seconds=1.0, heartbeat_interval=0.1)
     worker.register("slow", slow)
     runner = asyncio.create_task(worker.run(until_empty=True))
-    await asyncio.sleep(0.4)  # past the first lease: only heartbeats keep it
+    await asyncio.sleep(2.0)  # twice the first lease: only heartbeats keep it
     assert await queue.claim("thief") == []
     await asyncio.wait_for(runner, 10)
     task = await queue.get(tid)
