@@ -74,34 +74,37 @@ def existing_hashes(results_dir):
     return done
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--range", default="", help="asv range (default: newest COUNT commits of the branch)")
-    ap.add_argument("--count", type=int, default=10)
-    ap.add_argument("--quick", action="store_true", help="run each benchmark once (asv --quick)")
-    ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
-    ap.add_argument("--config", default="asv.conf.json")
-    ap.add_argument("--targets", default="benchmarks/targets.json")
-    ap.add_argument("--no-run", action="store_true", help="only publish and report")
-    ap.add_argument("--vendor-cache", default=None,
-                    help="where the dashboard's npm packages are kept (default: .asv/vendor-build)")
-    args = ap.parse_args(argv)
+def start_postgres():
+    """A throwaway PostgreSQL server for the PostgreSQL benchmarks, when one is installed.
 
-    with open(args.config) as f:
-        # asv.conf.json allows // comments; only the few keys we need are read here
-        text = "".join(l for l in f if not l.lstrip().startswith("//"))
-    conf = json.loads(text)
-    branch = (conf.get("branches") or ["main"])[0]
-    results_dir = conf.get("results_dir", "results")
-    html_dir = conf.get("html_dir", "html")
-    total = 5
-    t_start = time.monotonic()
+    PRISMQ_BENCH_PG, if set, names a server to use instead ("skip" or "0": none).
+    """
+    if os.environ.get("PRISMQ_BENCH_PG"):
+        if os.environ["PRISMQ_BENCH_PG"].lower() in ("0", "no", "off", "skip"):
+            del os.environ["PRISMQ_BENCH_PG"]
+        return None
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+    try:
+        from pg_server import PostgresUnavailable, TempPostgres
+    except ImportError:
+        return None
+    try:
+        server = TempPostgres()
+        server.start()
+    except PostgresUnavailable as exc:
+        print(f"PostgreSQL benchmarks skipped: {exc}")
+        return None
+    except Exception as exc:  # a server that would not start must not stop the SQLite benchmarks
+        print(f"PostgreSQL benchmarks skipped: the throwaway server did not start ({exc})")
+        return None
+    os.environ["PRISMQ_BENCH_PG"] = server.url
+    print(f"PostgreSQL benchmarks on a throwaway server: {server.url}")
+    return server
+
+
+def run_benchmarks(args, branch, results_dir):
+    """asv run over the chosen commits; True if a benchmark failed."""
     failed = False
-
-    step(1, total, "asv machine")
-    ensure_machine()
-
-    step(2, total, "benchmarking")
     run_args = ["--skip-existing-commits", "--show-stderr", *MACHINE_ARGS]
     if args.quick:
         run_args.append("--quick")
@@ -143,6 +146,43 @@ def main(argv=None):
                 failed = True
             elif rc != 0:
                 raise SystemExit(f"asv run failed (exit {rc})")
+    return failed
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--range", default="", help="asv range (default: newest COUNT commits of the branch)")
+    ap.add_argument("--count", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="run each benchmark once (asv --quick)")
+    ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
+    ap.add_argument("--config", default="asv.conf.json")
+    ap.add_argument("--targets", default="benchmarks/targets.json")
+    ap.add_argument("--no-run", action="store_true", help="only publish and report")
+    ap.add_argument("--vendor-cache", default=None,
+                    help="where the dashboard's npm packages are kept (default: .asv/vendor-build)")
+    args = ap.parse_args(argv)
+
+    with open(args.config) as f:
+        # asv.conf.json allows // comments; only the few keys we need are read here
+        text = "".join(l for l in f if not l.lstrip().startswith("//"))
+    conf = json.loads(text)
+    branch = (conf.get("branches") or ["main"])[0]
+    results_dir = conf.get("results_dir", "results")
+    html_dir = conf.get("html_dir", "html")
+    total = 5
+    t_start = time.monotonic()
+    failed = False
+
+    step(1, total, "asv machine")
+    ensure_machine()
+
+    step(2, total, "benchmarking")
+    pg_server = None if args.no_run else start_postgres()
+    try:
+        failed = run_benchmarks(args, branch, results_dir)
+    finally:
+        if pg_server is not None:
+            pg_server.stop()
     print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
 
     step(3, total, "asv publish + offline dashboard")
