@@ -45,10 +45,15 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The benchmark-only dependencies, pinned as in asv.conf.json's matrix (a test
+# checks that the two lists agree): the suite test runs every benchmark once
+# in this venv, peers included.
+BENCH_DEPS := psutil==7.2.2 huey==3.5.4 persist-queue==1.1.0 litequeue==0.9 pgqueuer==1.6.0
+
 # asv and virtualenv (asv builds its benchmark environments with virtualenv).
 # Not tied to pyproject.toml, so a throwaway clone can reuse this venv (VENV=...).
 $(ASV_STAMP): | $(VENV)/bin/python
-	$(PY) -m pip install --quiet asv==$(ASV_VERSION) virtualenv
+	$(PY) -m pip install --quiet asv==$(ASV_VERSION) virtualenv $(BENCH_DEPS)
 	touch $(ASV_STAMP)
 
 asv: $(ASV_STAMP)

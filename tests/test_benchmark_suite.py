@@ -219,3 +219,17 @@ def _drive() -> dict:
 
 if __name__ == "__main__":
     print(json.dumps(_drive()))
+
+
+def test_make_installs_the_benchmark_dependencies_pinned_in_asv_conf():
+    """The test venv's BENCH_DEPS (Makefile) pin the same versions as asv.conf.json's matrix."""
+    import re
+
+    with open(os.path.join(ROOT, "asv.conf.json")) as f:
+        conf = json.loads("".join(line for line in f if not line.lstrip().startswith("//")))
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        deps = re.search(r"^BENCH_DEPS := (.*)$", f.read(), re.M).group(1).split()
+    pinned = dict(d.split("==") for d in deps)
+    matrix = conf["matrix"]["req"]
+    for name, version in pinned.items():
+        assert matrix.get(name) == [version], (name, version, matrix.get(name))
