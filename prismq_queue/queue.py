@@ -269,8 +269,8 @@ class Queue:
         text = error if isinstance(error, str) else (f"{type(error).__name__}: {error}"
                                                      if isinstance(error, BaseException) else str(error))
         now = time.time()
-        if retry and task.attempts < task.max_attempts:
-            policy = self._policies.get(task.type, self.retry)
+        policy = self._policies.get(task.type, self.retry)
+        if retry and policy.should_retry(task.attempts, task.max_attempts):
             return (RETRY, task.id, task.token, text, now + policy.delay(task.attempts, self._rng))
         return (FAIL, task.id, task.token, text, now)
 
