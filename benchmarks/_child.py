@@ -11,7 +11,8 @@ Modes:
   claimloop PATH WORKER_ID LIMIT   concurrency family: claim/complete until the queue is
                                    empty, counting what reaches the caller
   producer PATH                    latency family: enqueue paced tasks stamped with t0
-  idle PATH SECONDS                an idle Worker; reports the CPU time it used
+  idle PATH INTERVALS              an idle Worker; reports the CPU time it used over
+                                   INTERVALS whole poll intervals
   stress PATH WORKER_ID LOG FAIL_P SEED LEASE
                                    stress family: claim, fail at random (retried) or
                                    complete; each accepted completion is appended to LOG
@@ -146,7 +147,7 @@ async def produce(q, n: int, interval: float, batch: int, type_: str) -> None:
         nxt += interval
 
 
-async def idle(path: str, seconds: float) -> None:
+async def idle(path: str, intervals: int) -> None:
     import prismq_queue as pq
 
     q = _queue(pq, path)
@@ -155,17 +156,17 @@ async def idle(path: str, seconds: float) -> None:
     w.register("noop", lambda task: None)
     _out({"ready": True})
     task = asyncio.ensure_future(w.run())
-    await asyncio.sleep(0.5)  # settle into the idle state
-    windows = []
-    for _ in range(3):  # three equal windows: the parent takes the median
-        c0, t0 = time.process_time(), time.monotonic()
-        await asyncio.sleep(seconds / 3)
-        c1, t1 = time.process_time(), time.monotonic()
-        windows.append({"cpu": c1 - c0, "wall": t1 - t0})
+    # An idle Worker wakes once per poll interval: measure over whole intervals, so
+    # that every wake-up in the window counts (a shorter window can miss it).
+    poll = float(getattr(w, "poll_interval", 1.0))
+    await asyncio.sleep(poll + 0.25)  # settle into the idle state
+    c0, t0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(poll * intervals)
+    c1, t1 = time.process_time(), time.monotonic()
     w.stop()
     await task
     await q.close()
-    _out({"windows": windows})
+    _out({"cpu": c1 - c0, "wall": t1 - t0, "poll_interval": poll})
     for _ in _lines():
         break
 
@@ -292,7 +293,7 @@ def main(argv: list[str]) -> None:
     elif mode == "producer":
         coro = producer(args[0])
     elif mode == "idle":
-        coro = idle(args[0], float(args[1]))
+        coro = idle(args[0], int(args[1]))
     elif mode == "stress":
         coro = stress(args[0], args[1], args[2], float(args[3]), int(args[4]), float(args[5]))
     elif mode == "stressproducer":

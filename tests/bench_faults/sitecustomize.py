@@ -1,0 +1,69 @@
+"""Faults the benchmark figures must see, injected into every Python process of a test.
+
+tests/test_benchmark_faults.py puts this directory first on PYTHONPATH and names one
+fault in PRISMQ_TEST_FAULT; Python imports this module at start-up (site.py imports
+`sitecustomize`), so the benchmark process and every child it starts carry the same
+fault. Each fault breaks prismq_queue in the way one benchmark's name promises to see:
+
+  idle_cpu   every idle round trip of a Worker (nothing acknowledged, nothing claimed)
+             burns 20 ms of CPU: about 2 % of a core at the default 1 s poll interval
+  slow_ack   every round trip that acknowledges finished tasks waits 60 ms first
+  leak       every Task a Worker starts is kept in a module-level list
+  short_lease  every claim takes a 1 ms lease, so other processes claim the same task
+             again and the first holder's `complete` raises LeaseLost
+"""
+
+import os
+
+FAULT = os.environ.get("PRISMQ_TEST_FAULT", "")
+KEPT = []  # the leak's victims
+
+
+def _burn(seconds):
+    import time
+
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def _install():
+    import asyncio
+
+    from prismq_queue.queue import Queue
+    from prismq_queue.worker import Worker
+
+    if FAULT in ("idle_cpu", "slow_ack"):
+        cycle = Queue._cycle
+
+        async def faulty_cycle(self, finishes, request, recover):
+            if FAULT == "slow_ack" and finishes:
+                await asyncio.sleep(0.06)
+            out = await cycle(self, finishes, request, recover)
+            if FAULT == "idle_cpu" and not finishes and not out[1]:
+                _burn(0.02)
+            return out
+
+        Queue._cycle = faulty_cycle
+    elif FAULT == "leak":
+        start = Worker._start
+
+        def leaky_start(self, task):
+            KEPT.append(task)
+            return start(self, task)
+
+        Worker._start = leaky_start
+    elif FAULT == "short_lease":
+        claim = Queue.claim
+
+        async def short_claim(self, worker_id, limit=1, *args, **kwargs):
+            kwargs["lease_seconds"] = 0.001
+            return await claim(self, worker_id, limit, *args, **kwargs)
+
+        Queue.claim = short_claim
+    else:
+        raise SystemExit(f"sitecustomize: unknown PRISMQ_TEST_FAULT {FAULT!r}")
+
+
+if FAULT:
+    _install()
