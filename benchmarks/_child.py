@@ -8,8 +8,8 @@ All times are time.monotonic(), which is one system-wide clock on Linux, so the
 parent can compare them with its own.
 
 Modes:
-  claimloop PATH WORKER_ID LIMIT   concurrency family: claim/complete until the queue is
-                                   empty, counting what reaches the caller
+  claimloop PATH WORKER_ID LIMIT   concurrency family: from a shared start time, claim/complete
+                                   until the queue is empty, counting what reaches the caller
   producer PATH                    latency family: enqueue paced tasks stamped with t0
   idle PATH INTERVALS              an idle Worker; reports the CPU time it used over
                                    INTERVALS whole poll intervals
@@ -58,8 +58,12 @@ def _queue(pq, path: str, fast_retry: bool = False):
 
 # ---------------------------------------------------------------- concurrency
 async def claimloop(path: str, wid: str, limit: int) -> None:
+    """Commands: {"cmd": "open", "path"} switches to another queue file (answers ready);
+    {"cmd": "go", "at"} waits until the shared start time `at`, then claims and completes
+    until the queue is empty, and answers what it saw."""
     import prismq_queue as pq
 
+    refused_types = tuple(getattr(pq, n) for n in ("LeaseLost", "TaskCancelled") if hasattr(pq, n))
     q = _queue(pq, path)
     await q.open()
     loop = asyncio.get_running_loop()
@@ -69,10 +73,20 @@ async def claimloop(path: str, wid: str, limit: int) -> None:
         msg = await loop.run_in_executor(None, next, reader, {"cmd": "quit"})
         if msg["cmd"] == "quit":
             break
-        ids: list[int] = []
-        locked = empty = conflicts = claims = 0
-        t_first = t_last = None
-        start = time.monotonic()
+        if msg["cmd"] == "open":
+            await q.close()
+            q = _queue(pq, msg["path"])
+            await q.open()
+            await q.stats()  # the first statement prepares the connection, outside the timing
+            _out({"ready": True})
+            continue
+        claimed: list[int] = []  # every id a claim handed to this process
+        ids: list[int] = []  # the ids this process completed
+        locked = empty = conflicts = claims = refused = 0
+        t_last = None
+        delay = msg.get("at", 0) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)  # every process starts at the one shared moment
         while True:
             try:
                 tasks = await q.claim(wid, limit=limit)
@@ -90,23 +104,24 @@ async def claimloop(path: str, wid: str, limit: int) -> None:
                     conflicts += 1  # nothing handed out while ready work existed
                     continue
                 break
-            if t_first is None:
-                t_first = time.monotonic()
             for t in tasks:
+                claimed.append(t.id)
                 while True:
                     try:
                         await q.complete(t, None)
+                        ids.append(t.id)
+                        break
+                    except refused_types:
+                        refused += 1  # the lease went to another claim: counted, not fatal
                         break
                     except Exception as exc:  # noqa: BLE001
                         if _is_locked(exc):
                             locked += 1
                             continue
                         raise
-                ids.append(t.id)
             t_last = time.monotonic()
-        _out({"ids": ids, "locked": locked, "empty": empty, "conflicts": conflicts, "claims": claims,
-              "t_first": t_first if t_first is not None else start,
-              "t_last": t_last if t_last is not None else start})
+        _out({"ids": ids, "claimed": claimed, "locked": locked, "empty": empty, "conflicts": conflicts,
+              "claims": claims, "refused": refused, "t_last": t_last})
     await q.close()
 
 

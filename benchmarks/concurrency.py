@@ -3,22 +3,25 @@
 (With ``PRISMQ_BENCH_PG`` set, the same on PostgreSQL: param ``backend``.)
 Each worker process opens its own Queue (its own connection) and loops
 ``claim(limit=10)`` / ``complete`` until the queue is empty, so SQLite's single-writer
-lock is really contended (the original suite shared one connection behind a lock and
-never saw contention). The parent fills the file with a pinned number of no-op tasks,
-starts all workers at once and gathers what each saw. Measured per process count:
+lock is really contended. One pool of 20 processes is started once; for each process
+count the first N of them switch to a fresh file of their own (so every count starts
+on an empty table), which the parent fills with a pinned number of no-op tasks. Every
+round starts all N processes at one shared moment (a start time sent ahead to each).
+Measured per process count, over rounds of 2,000 tasks (median of 3 rounds after a
+warm-up round):
 
-* tasks/s from the first claim to the last completion of a round of 2,000 tasks (median
-  of 3 rounds after a warm-up round); one pool of 20 processes is started once and the
-  first N of them take part in each measurement;
+* tasks/s from the shared start to the last completion;
+* "database is locked"/busy errors that reached the caller (target: 0 with <= 10 workers);
+* duplicate claims (a task id handed out by two claims; the stale holder's ``complete``
+  is refused with LeaseLost and counted, not raised) and lost tasks (filled but never
+  completed): both must be 0;
+* conflict rate: claims that came back empty while ready tasks existed, per claim;
+
+and from 2 processes up (at 1 process they are 1.0 by definition):
+
 * speedup over 1 process and scaling efficiency against the ideal this machine allows
   (min(processes, CPUs) x the 1-process rate; on 2 cores, 2x is the ceiling);
-* "database is locked"/busy errors that reached the caller (target: 0 with <= 10 workers);
-* duplicate claims (a task id handed to two claims) and lost tasks (filled but never
-  completed): both must be 0;
-* Jain's fairness index over the tasks each process completed (1.0 = equal shares);
-* conflict rate: claims that came back empty while ready tasks existed (the queue still
-  had queued tasks afterwards, and nothing is enqueued during a round), per claim.
-  Empty claims at the end of a round, when the queue is really empty, are not conflicts.
+* Jain's fairness index over the tasks each process completed (1.0 = equal shares).
 """
 
 from __future__ import annotations
@@ -30,50 +33,62 @@ from . import _helpers as h
 PROCESSES = [1, 2, 4, 8, 16, 20]
 TASKS = h.size(2_000, 200)
 LIMIT = 10
+START_AHEAD = 0.2  # seconds between sending the start time and the start: every child has it by then
 
 
-def measure_all(backend: str = "sqlite") -> dict:
+def measure_all(backend: str = "sqlite", processes: list[int] = PROCESSES) -> dict:
     """Every process count, with one pool of worker processes (the first N take part)."""
     pq = h.pq()
     store = h.Store(backend, "conc")
-    path = store.location()
     kids: list[h.Child] = []
     try:
-        async def make():
-            async with pq.Queue(path, durability="normal"):
+        locs = {p: store.location(f"p{p}") for p in processes}
+
+        async def make(loc):
+            async with pq.Queue(loc, durability="normal"):
                 pass
 
-        h.run(make)
-        kids = h.start_children("claimloop", [(path, f"w{i}", LIMIT) for i in range(max(PROCESSES))])
-        return {str(p): _measure(pq, path, kids[:p]) for p in PROCESSES}
+        for loc in locs.values():
+            h.run(make, loc)
+        kids = h.start_children("claimloop", [(locs[processes[0]], f"w{i}", LIMIT) for i in range(max(processes))])
+        out = {}
+        for p in processes:
+            for k in kids[:p]:
+                k.send({"cmd": "open", "path": locs[p]})
+            for k in kids[:p]:
+                if not k.recv().get("ready"):
+                    raise RuntimeError("worker process could not open its queue")
+            out[str(p)] = _measure(pq, locs[p], kids[:p])
+        return out
     finally:
         for k in kids:
             k.close()
         store.cleanup()
 
 
-def _measure(pq, path: str, kids: list) -> dict:
+def _measure(pq, loc: str, kids: list) -> dict:
     rounds = []
     for r in range(h.repeats() + 1):  # round 0 warms every connection up
         n = TASKS if r else len(kids) * 10
 
         async def fill():
-            async with pq.Queue(path, durability="normal") as q:
+            async with pq.Queue(loc, durability="normal") as q:
                 return await h.fill(q, n, type_="t", seed=10 + r, batch=1000)
 
         ids = set(h.run(fill))
+        start = h.now() + START_AHEAD
         for k in kids:
-            k.send({"cmd": "go"})
+            k.send({"cmd": "go", "at": start})
         res = [k.recv() for k in kids]
-        got = [i for x in res for i in x["ids"]]
-        t0 = min(x["t_first"] for x in res)
-        t1 = max(x["t_last"] for x in res)
+        claimed = [i for x in res for i in x.get("claimed", x["ids"])]
+        done = {i for x in res for i in x["ids"]}
+        ends = [x["t_last"] for x in res if x.get("t_last") is not None]
         claims = sum(x["claims"] for x in res)
         rounds.append({
-            "rate": n / (t1 - t0) if t1 > t0 else float("nan"),
+            "rate": n / (max(ends) - start) if ends and max(ends) > start else float("nan"),
             "locked": sum(x["locked"] for x in res),
-            "duplicates": len(got) - len(set(got)),
-            "lost": len(ids - set(got)),
+            "duplicates": len(claimed) - len(set(claimed)),
+            "lost": len(ids - done),
             "fairness": h.jain([len(x["ids"]) for x in res]),
             "conflict_rate": sum(x["conflicts"] for x in res) / claims if claims else 0.0,
         })
@@ -85,39 +100,32 @@ def _measure(pq, path: str, kids: list) -> dict:
     return out
 
 
+def _shared(backend):
+    return h.shared(f"concurrency-{backend}", lambda: measure_all(backend))
+
+
 class WorkerProcesses:
     """N worker processes, each with its own connection, draining one file."""
 
     params = [h.BACKENDS, PROCESSES]
     param_names = ["backend", "processes"]
     timeout = 300
-    version = 1
+    # 2: a fresh file per process count, one shared start time, a refused stale
+    #    complete counted as a duplicate instead of failing the family
+    version = 2
 
     def setup(self, backend, processes):
         h.pq()
         h.need_backend(backend)
 
     def _m(self, backend, processes):
-        return h.shared(f"concurrency-{backend}", lambda: measure_all(backend))[str(processes)]
+        return _shared(backend)[str(processes)]
 
     def track_tasks_per_second(self, backend, processes):
         return self._m(backend, processes)["rate"]
 
     track_tasks_per_second.unit = "tasks/s"
     track_tasks_per_second.pretty_name = "Concurrency: tasks/s with N worker processes"
-
-    def track_speedup(self, backend, processes):
-        return self._m(backend, processes)["rate"] / self._m(backend, 1)["rate"]
-
-    track_speedup.unit = "x 1-process rate"
-    track_speedup.pretty_name = "Concurrency: speedup over 1 process"
-
-    def track_scaling_efficiency(self, backend, processes):
-        ideal = min(processes, os.cpu_count() or 1) * self._m(backend, 1)["rate"]
-        return self._m(backend, processes)["rate"] / ideal
-
-    track_scaling_efficiency.unit = "fraction of ideal"
-    track_scaling_efficiency.pretty_name = "Concurrency: rate / (min(N, CPUs) x 1-process rate)"
 
     def track_locked_errors(self, backend, processes):
         return self._m(backend, processes)["locked"]
@@ -137,14 +145,42 @@ class WorkerProcesses:
     track_lost_tasks.unit = "tasks"
     track_lost_tasks.pretty_name = "Concurrency: tasks never completed (must be 0)"
 
-    def track_fairness(self, backend, processes):
-        return self._m(backend, processes)["fairness"]
-
-    track_fairness.unit = "Jain index"
-    track_fairness.pretty_name = "Concurrency: Jain fairness of tasks per process"
-
     def track_conflict_rate(self, backend, processes):
         return self._m(backend, processes)["conflict_rate"]
 
     track_conflict_rate.unit = "fraction of claims"
     track_conflict_rate.pretty_name = "Concurrency: empty claims while ready tasks existed"
+
+
+class Scaling:
+    """How N worker processes compare with one: figures that are 1.0 by definition at N = 1."""
+
+    params = [h.BACKENDS, PROCESSES[1:]]
+    param_names = ["backend", "processes"]
+    timeout = 300
+    version = 1
+
+    def setup(self, backend, processes):
+        h.pq()
+        h.need_backend(backend)
+
+    def track_speedup(self, backend, processes):
+        m = _shared(backend)
+        return m[str(processes)]["rate"] / m["1"]["rate"]
+
+    track_speedup.unit = "x 1-process rate"
+    track_speedup.pretty_name = "Concurrency: speedup over 1 process"
+
+    def track_scaling_efficiency(self, backend, processes):
+        m = _shared(backend)
+        ideal = min(processes, os.cpu_count() or 1) * m["1"]["rate"]
+        return m[str(processes)]["rate"] / ideal
+
+    track_scaling_efficiency.unit = "fraction of ideal"
+    track_scaling_efficiency.pretty_name = "Concurrency: rate / (min(N, CPUs) x 1-process rate)"
+
+    def track_fairness(self, backend, processes):
+        return _shared(backend)[str(processes)]["fairness"]
+
+    track_fairness.unit = "Jain index"
+    track_fairness.pretty_name = "Concurrency: Jain fairness of tasks per process"

@@ -80,3 +80,17 @@ def test_memory_growth_shows_a_leak():
     rss, python = measure(GROWTH, fault="leak", env=FULL)
     assert rss > 2, rss
     assert python > 1, python
+
+
+def test_duplicate_claims_are_counted_not_fatal():
+    # 1 ms leases: other processes claim the same tasks again and the stale holder's
+    # complete raises LeaseLost. The family must count the duplicates, not fail.
+    res = measure("concurrency.measure_all('sqlite', [2, 4])", fault="short_lease")
+    assert res["2"]["duplicates"] + res["4"]["duplicates"] > 0, res
+
+
+def test_concurrency_counts_read_zero_errors_without_a_fault():
+    res = measure("concurrency.measure_all('sqlite', [1, 4])")
+    for p, m in res.items():
+        assert m["duplicates"] == 0 and m["lost"] == 0, (p, m)
+        assert m["rate"] > 0, (p, m)
