@@ -24,14 +24,10 @@ import tempfile
 import time
 from typing import Any, Callable, Iterable, Sequence
 
-SMOKE = os.environ.get("PRISMQ_BENCH_SMOKE", "") not in ("", "0")
+from ._sizes import SMOKE, size  # noqa: F401
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, "_child.py")
-
-
-def size(full: int, smoke: int) -> int:
-    """A pinned workload size; the small one under PRISMQ_BENCH_SMOKE."""
-    return smoke if SMOKE else full
 
 
 REPEATS = 1 if SMOKE else 3  # medians are taken over this many measured repeats
@@ -259,110 +255,9 @@ def now() -> float:
     return time.monotonic()
 
 
-# ---------------------------------------------------------------- run-scoped sharing of one measurement
-def _asv_extra_params() -> dict | None:
-    """The extra parameters asv's runner passed to this benchmark process, if any.
-
-    asv does not tell a track_ benchmark about --quick; its runner (asv_runner.run._run)
-    holds them in a local called `extra_params` of the frame that calls setup and the
-    benchmark, so look for it. None outside asv (or if asv changes).
-    """
-    f = sys._getframe(1)
-    while f is not None:
-        ep = f.f_locals.get("extra_params")
-        if isinstance(ep, dict) and f.f_code.co_name == "_run":
-            return ep
-        f = f.f_back
-    return None
-
-
-def asv_quick() -> bool:
-    """True inside `asv run --quick` (asv sets number=repeat=rounds=1 for that run)."""
-    ep = _asv_extra_params()
-    return bool(ep) and ep.get("repeat") == 1 and ep.get("rounds") == 1 and ep.get("number") == 1
-
-
-def repeats() -> int:
-    """Measured repeats of one shared measurement: 3 (1 under --quick or smoke)."""
-    return 1 if (SMOKE or asv_quick()) else REPEATS
-
-
-_MEMO: dict = {}
-
-
-def _memo_dir() -> str | None:
-    """A directory private to this asv run, commit and environment (None outside asv)."""
-    if _asv_extra_params() is None:
-        return None
-    ppid = os.getppid()
-    try:
-        with open(f"/proc/{ppid}/stat") as fh:
-            started = fh.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        started = "0"
-    tag = "-".join([str(ppid), started, os.environ.get("ASV_COMMIT", "wt")[:12],
-                    os.environ.get("ASV_ENV_NAME", "env").replace(os.sep, "_")[-60:],
-                    "q" if asv_quick() else "f"])
-    root = os.path.join(tempfile.gettempdir(), "prismq-bench-memo")
-    d = os.path.join(root, tag)
-    if not os.path.isdir(d):
-        os.makedirs(d, exist_ok=True)
-        try:  # forget the memos of runs older than a day
-            for old in os.listdir(root):
-                full = os.path.join(root, old)
-                if time.time() - os.path.getmtime(full) > 86400:
-                    shutil.rmtree(full, ignore_errors=True)
-        except OSError:
-            pass
-    return d
-
-
-def shared(key: str, fn: Callable[[], Any]) -> Any:
-    """fn() computed once per asv run (and commit, environment), shared by every track_ that asks.
-
-    Several track_ benchmarks read different figures of one costly measurement (for
-    example tasks/s, fairness and duplicates of one multi-process run). asv runs each
-    benchmark in its own process, so the first one to ask measures and stores the
-    result as JSON; the others read it. Like asv's setup_cache, but it knows --quick.
-    An error is stored too and raised again for every reader.
-    """
-    d = _memo_dir()
-    if d is None:
-        if key not in _MEMO:
-            try:
-                _MEMO[key] = ("ok", fn())
-            except NotImplementedError as exc:
-                _MEMO[key] = ("skip", str(exc))
-            except Exception as exc:  # noqa: BLE001
-                _MEMO[key] = ("error", f"{type(exc).__name__}: {exc}")
-        kind, value = _MEMO[key]
-    else:
-        path = os.path.join(d, key + ".json")
-        if os.path.exists(path):
-            with open(path) as fh:
-                kind, value = json.load(fh)
-        else:
-            try:
-                kind, value = "ok", fn()
-            except NotImplementedError as exc:
-                kind, value = "skip", str(exc)
-            except Exception as exc:  # noqa: BLE001
-                import traceback
-
-                kind, value = "error", traceback.format_exc()
-            tmp = path + f".{os.getpid()}.tmp"
-            with open(tmp, "w") as fh:
-                json.dump([kind, value], fh)
-            os.replace(tmp, path)
-    if kind == "skip":
-        raise NotImplementedError(value)
-    if kind == "error":
-        raise RuntimeError(f"shared measurement {key} failed:\n{value}")
-    return value
-
-
-def clear_memo() -> None:
-    _MEMO.clear()
+# ---------------------------------------------------------------- run-scoped sharing (benchmarks/_memo.py)
+from ._memo import repeats, shared  # noqa: E402,F401
+from ._memo import clear as clear_memo  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------- backends

@@ -1,0 +1,118 @@
+"""tools/bench.py: which commits `make bench` measures, and the run-scoped sharing it sets up.
+
+A commit whose stored results came from a quick, partial or `make compare` run is
+measured again by the next full run; a measurement killed at asv's timeout is
+remembered by every later reader of the same run; and under a real `asv run` one
+measurement read by two benchmarks is made once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench_tool():
+    spec = importlib.util.spec_from_file_location("bench_tool", os.path.join(ROOT, "tools", "bench.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _store_result(results_dir, machine, commit):
+    d = os.path.join(results_dir, machine)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"{commit[:8]}-env.json"), "w") as f:
+        json.dump({"commit_hash": commit, "results": {}}, f)
+
+
+def test_a_quick_result_is_measured_again_by_a_full_run(tmp_path):
+    bench = _bench_tool()
+    results = str(tmp_path / ".asv" / "results")
+    a, b = "a" * 40, "b" * 40
+    _store_result(results, bench.MACHINE, a)  # what a QUICK=1, BENCH= or compare run leaves
+    assert bench.to_measure([a, b], results, full=True) == [a, b]
+    assert bench.to_measure([a, b], results, full=False) == [b]  # a quick pass takes what is there
+    bench.mark_complete(results, [a, b])  # b has no results file: not complete
+    assert bench.to_measure([a, b], results, full=True) == [b]
+    assert not os.path.exists(os.path.join(results, "complete.json"))  # asv reads every .json there
+
+
+def test_a_range_is_resolved_to_commits_without_tags():
+    bench = _bench_tool()
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert bench.resolve("HEAD~2..HEAD", "HEAD")[0] == head
+        assert len(bench.resolve("HEAD~2..HEAD", "HEAD")) == 2
+        assert bench.resolve("NEW", "HEAD") is None
+    finally:
+        os.chdir(cwd)
+
+
+def _memo_env(tmp_path, run_id):
+    env = dict(os.environ)
+    env.update({"TMPDIR": str(tmp_path), "PRISMQ_BENCH_RUN": run_id, "PRISMQ_BENCH_SMOKE": "1",
+                "PYTHONPATH": ROOT})
+    env.pop("PRISMQ_BENCH_QUICK", None)
+    return env
+
+
+def test_a_measurement_killed_at_its_timeout_is_remembered(tmp_path):
+    # The first reader is killed while measuring (as asv kills a benchmark at its timeout);
+    # the next reader of the same run must fail at once instead of measuring again.
+    env = _memo_env(tmp_path, "killed-run")
+    first = subprocess.Popen([sys.executable, "-c", "import time; from benchmarks import _memo; "
+                              "_memo.shared('slow', lambda: time.sleep(600))"], cwd=ROOT, env=env)
+    memo = os.path.join(str(tmp_path), "prismq-bench-memo")
+    for _ in range(600):
+        if os.path.isdir(memo) and any(f.endswith(".started") for d in os.listdir(memo)
+                                       for f in os.listdir(os.path.join(memo, d))):
+            break
+        subprocess.run(["sleep", "0.1"])
+    first.kill()
+    first.wait()
+    second = subprocess.run([sys.executable, "-c", "from benchmarks import _memo; "
+                             "_memo.shared('slow', lambda: print('MEASURED AGAIN'))"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0
+    assert "MEASURED AGAIN" not in second.stdout
+    assert "killed" in second.stderr, second.stderr
+
+
+def test_quick_comes_from_the_environment(tmp_path):
+    env = _memo_env(tmp_path, "q")
+    env["PRISMQ_BENCH_SMOKE"] = "0"
+    code = "from benchmarks import _memo; print(_memo.repeats())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "3", out.stderr
+    env["PRISMQ_BENCH_QUICK"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1", out.stderr
+
+
+def test_one_measurement_is_shared_under_a_real_asv_run(tmp_path):
+    pytest.importorskip("asv", reason="asv is not installed")
+    env = _memo_env(tmp_path, "shared-run")
+    env.setdefault("HOME", tempfile.gettempdir())
+    env.pop("PYTHONPATH")
+    subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], cwd=ROOT, env=env, capture_output=True)
+    out = subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--dry-run",
+                          "--show-stderr", "--bench", r"^memory\.Growth\."],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "failed" not in text, text
+    assert "track_rss_growth" in text and "track_python_growth" in text, text
+    memo = os.path.join(str(tmp_path), "prismq-bench-memo")
+    (run_dir,) = [d for d in os.listdir(memo) if d.startswith("shared-run")]
+    files = sorted(os.listdir(os.path.join(memo, run_dir)))
+    assert files == ["memory-growth.json", "memory-growth.started"], files  # measured once, read twice
