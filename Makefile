@@ -5,7 +5,7 @@
 #   make test                       the tests (also checks the benchmark suite)
 #   make bench                      benchmark the newest commits of main that have no
 #                                   results here, publish the dashboard, write the report
-#        RANGE=v0.1.0..main         any asv range instead (ALL, TAGS, NEW, a..b)
+#        RANGE=44e7cd0..main        a range of commits instead (ALL, a..b; not tags)
 #        COUNT=10                   how many of the newest commits by default
 #        QUICK=1                    one sample per benchmark (a fast, rough pass)
 #        BENCH=regex                only the benchmarks matching regex (asv -b)

@@ -2,9 +2,13 @@
 """`make bench`: benchmark history, offline dashboard, report.
 
 1. makes sure asv knows this machine (`asv machine --yes` on first use);
-2. benchmarks the commits of the branch that have no results on this machine
-   yet: by default the newest 10 (COUNT=), or any asv range given as RANGE=
-   (`v0.1.0..main`, `ALL`, `TAGS`, `NEW`, ...); QUICK=1 runs each benchmark once;
+2. benchmarks the commits of the branch that have no complete results on this
+   machine yet: by default the newest 10 (COUNT=), or a range given as RANGE=
+   (`A..B` of commits, `ALL`, `TAGS`; `NEW`, `EXISTING` and `HASHFILE:` go to asv as
+   they are); QUICK=1 runs each benchmark once. A commit is complete once a full
+   run (no QUICK=, no BENCH=) has measured it: results of quick, partial or
+   `make compare` runs do not count, so a later full run measures such a commit
+   again (the list of complete commits: .asv/complete.json, per machine);
 3. `asv publish`, then makes the site self-contained (tools/offline_dashboard.py);
 4. writes .asv/report.md and .asv/report.json (tools/report.py);
 5. says where the dashboard is and how to open it.
@@ -23,8 +27,8 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# asv's machine name: the host name, or ASV_MACHINE (CI runners change host names,
-# so the workflows set one fixed name and the history continues).
+# asv's machine name: the host name, or ASV_MACHINE (the workflows name the machine
+# after the runner's hardware, so a change of hardware starts a new history).
 MACHINE = os.environ.get("ASV_MACHINE") or platform.node()
 MACHINE_ARGS = ["--machine", MACHINE] if os.environ.get("ASV_MACHINE") else []
 
@@ -60,7 +64,8 @@ def ensure_machine():
         print(f"asv machine file {path} knows {MACHINE}")
 
 
-def existing_hashes(results_dir):
+def stored_hashes(results_dir):
+    """Commits with a results file of this machine (complete or not)."""
     machine_dir = os.path.join(results_dir, MACHINE)
     done = set()
     if os.path.isdir(machine_dir):
@@ -72,6 +77,59 @@ def existing_hashes(results_dir):
                 except (OSError, ValueError, KeyError):
                     pass
     return done
+
+
+def complete_path(results_dir):
+    # beside asv's results directory, not in it: asv reads every .json file there
+    return os.path.join(os.path.dirname(os.path.abspath(results_dir)), "complete.json")
+
+
+def complete_hashes(results_dir):
+    """Commits a full run measured on this machine (their stored results are not partial or quick)."""
+    try:
+        with open(complete_path(results_dir)) as f:
+            return set(json.load(f).get(MACHINE, []))
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def mark_complete(results_dir, hashes):
+    """Record `hashes` as completely measured on this machine, once their results are stored."""
+    stored = stored_hashes(results_dir)
+    path = complete_path(results_dir)
+    try:
+        with open(path) as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        known = {}
+    known[MACHINE] = sorted(set(known.get(MACHINE, [])) | {h for h in hashes if h in stored})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(known, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def to_measure(wanted, results_dir, full):
+    """The commits of `wanted` a run must measure: a full run, those not measured completely."""
+    done = complete_hashes(results_dir)
+    if not full:  # a quick or partial pass: any stored result will do
+        done |= stored_hashes(results_dir)
+    return [h for h in wanted if h not in done]
+
+
+def resolve(range_, branch):
+    """The commits of a range, newest first; None for asv's own NEW, EXISTING and HASHFILE:."""
+    if range_ in ("NEW", "EXISTING") or range_.startswith("HASHFILE:"):
+        return None
+    if range_ == "TAGS":
+        # resolved here: asv hands tag names to --skip-existing-commits, which then skips nothing
+        tags = git("tag", "--list").split()
+        return list(dict.fromkeys(git("rev-list", "-n1", t).strip() for t in tags))
+    if range_ == "ALL":
+        return git("rev-list", "--first-parent", branch).split()
+    if ".." in range_:
+        return git("rev-list", "--first-parent", range_).split()
+    return git("rev-list", "-n1", range_).split()
 
 
 def start_postgres():
@@ -104,49 +162,49 @@ def start_postgres():
 
 def run_benchmarks(args, branch, results_dir):
     """asv run over the chosen commits; True if a benchmark failed."""
-    failed = False
-    run_args = ["--skip-existing-commits", "--show-stderr", *MACHINE_ARGS]
+    # benchmarks/_memo.py: one run id (a measurement shared by several benchmarks is made
+    # once per run and commit) and whether this run is a quick one (asv tells no benchmark)
+    os.environ["PRISMQ_BENCH_RUN"] = f"bench{os.getpid()}x{int(time.time())}"
+    if args.quick:
+        os.environ["PRISMQ_BENCH_QUICK"] = "1"
+    else:
+        os.environ.pop("PRISMQ_BENCH_QUICK", None)
+    full = not (args.quick or args.bench)
+    run_args = ["--show-stderr", *MACHINE_ARGS]
     if args.quick:
         run_args.append("--quick")
     if args.bench:
         run_args += ["--bench", args.bench]
     if args.no_run:
         print("skipped (--no-run)")
-    elif args.range and args.range != "TAGS":
+        return False
+    wanted = resolve(args.range, branch) if args.range else \
+        git("rev-list", "--first-parent", f"-n{args.count}", branch).split()
+    if wanted is None:  # asv's own selection: it skips commits with any results itself
         print(f"range {args.range}: commits that already have results on {MACHINE} are skipped")
-        rc = asv("run", args.range, *run_args, check=False)
-        if rc == 2:
-            failed = True
-        elif rc != 0:
+        rc = asv("run", args.range, "--skip-existing-commits", *run_args, check=False)
+        if rc not in (0, 2):
             raise SystemExit(f"asv run failed (exit {rc})")
-    else:
-        if args.range == "TAGS":
-            # asv's TAGS hands tag names, not hashes, to --skip-existing-commits, which then
-            # skips nothing; resolve the tags here so that benchmarked ones are skipped.
-            tags = git("tag", "--list").split()
-            wanted = list(dict.fromkeys(git("rev-list", "-n1", t).strip() for t in tags))
-            what = f"{len(tags)} tags"
-        else:
-            wanted = git("rev-list", "--first-parent", f"-n{args.count}", branch).split()
-            what = f"newest {len(wanted)} commits of {branch}"
-        done = existing_hashes(results_dir)
-        todo = [h for h in wanted if h not in done]
-        print(f"{what}: {len(todo)} to benchmark, "
-              f"{len(wanted) - len(todo)} already have results on {MACHINE}")
-        for h in todo:
-            print("  " + git("log", "-1", "--format=%h %cs %s", h).strip())
-        if todo:
-            with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as hf:
-                hf.write("\n".join(todo) + "\n")
-            try:
-                rc = asv("run", f"HASHFILE:{hf.name}", *run_args, check=False)
-            finally:
-                os.unlink(hf.name)
-            if rc == 2:
-                failed = True
-            elif rc != 0:
-                raise SystemExit(f"asv run failed (exit {rc})")
-    return failed
+        return rc == 2
+    todo = to_measure(wanted, results_dir, full)
+    print(f"{args.range or f'newest {args.count} commits of {branch}'}: {len(todo)} to benchmark, "
+          f"{len(wanted) - len(todo)} already measured on {MACHINE}"
+          + ("" if full else " (a quick or partial run: any stored result counts)"))
+    for h in todo:
+        print("  " + git("log", "-1", "--format=%h %cs %s", h).strip())
+    if not todo:
+        return False
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as hf:
+        hf.write("\n".join(todo) + "\n")
+    try:
+        rc = asv("run", f"HASHFILE:{hf.name}", *run_args, check=False)
+    finally:
+        os.unlink(hf.name)
+    if rc not in (0, 2):
+        raise SystemExit(f"asv run failed (exit {rc})")
+    if full:
+        mark_complete(results_dir, todo)
+    return rc == 2
 
 
 def main(argv=None):
