@@ -116,3 +116,25 @@ def test_one_measurement_is_shared_under_a_real_asv_run(tmp_path):
     (run_dir,) = [d for d in os.listdir(memo) if d.startswith("shared-run")]
     files = sorted(os.listdir(os.path.join(memo, run_dir)))
     assert files == ["memory-growth.json", "memory-growth.started"], files  # measured once, read twice
+
+
+def test_report_says_not_run_for_parameters_nothing_stored_matches():
+    # A commit measured only at backend 'sqlite' (e.g. no PostgreSQL server that night):
+    # the 'postgresql' headline was not run; it did not fail.
+    from asv import results as asv_results
+    from asv.runner import BenchmarkResult
+
+    spec = importlib.util.spec_from_file_location("report_tool", os.path.join(ROOT, "tools", "report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    res = asv_results.Results({"machine": "m"}, {}, "c" * 40, 0, "3.11", "env", {})
+    bench = {"name": "throughput.Enqueue.track_enqueue", "params": [["'sqlite'"]],
+             "param_names": ["backend"], "version": "1", "type": "track"}
+    res.add_result(bench, BenchmarkResult(result=[5.0], samples=[None], number=[None], errcode=0,
+                                          stderr="", profile=None))
+    hist = report.History.__new__(report.History)
+    hist.by_commit = {"c" * 40: [res]}
+    hist.param_names = {bench["name"]: ["backend"]}
+    entry = {"name": bench["name"], "params": {"backend": "'postgresql'"}}
+    assert report.entry_state(hist, "c" * 40, entry) == "missing"
+    assert report.entry_state(hist, "c" * 40, dict(entry, params={"backend": "'sqlite'"})) == "ok"

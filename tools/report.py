@@ -99,6 +99,19 @@ class History:
         return None
 
 
+    def has_params(self, commit, name, params):
+        """True if `commit`'s results hold benchmark `name` at the given params (any value)."""
+        names = self.param_names.get(name)
+        want = tuple(str(params.get(p)) for p in names or ())
+        for res in self.by_commit.get(commit, []):
+            try:
+                if want in set(itertools.product(*res.get_result_params(name))):
+                    return True
+            except KeyError:
+                continue
+        return False
+
+
 def load_param_names(results_dir):
     with open(os.path.join(results_dir, "benchmarks.json")) as f:
         data = json.load(f)
@@ -134,6 +147,8 @@ def entry_state(hist, commit, entry):
     for res in hist.by_commit.get(commit, []):
         if entry["name"] in res.get_all_result_keys():
             v = hist.value(commit, entry["name"], entry.get("params", {}))
+            if v is None and not hist.has_params(commit, entry["name"], entry.get("params", {})):
+                return "missing"  # stored, but not at these parameters: never run, not failed
             return "skipped" if isnan(v) else ("failed" if v is None else "ok")
     return "missing"
 
