@@ -1,19 +1,21 @@
 """Throughput: how many tasks per second one process gets through.
 
-* ``WorkerDrain50k`` - the headline: a ``Worker`` (default concurrency 50) draining
-  50,000 queued no-op tasks, the workload of the speed target in issue 2; also the CPU
-  time the process spends per task, which other load on the machine disturbs far less
-  than wall-clock throughput (a steadier signal for regression gates).
+* ``TimedDrain`` - the headline: seconds a ``Worker`` (default concurrency 50) takes to
+  drain 50,000 queued no-op tasks, a ``time_`` benchmark (asv keeps its samples), shown
+  as tasks/s by the report; ``WorkerDrain50k`` - the CPU time the process spends per
+  task of the same drain.
 * ``WorkerDrain`` - the original design's worker counts (1, 5, 10, 20 handlers at once,
   as ``Worker(concurrency=...)`` in one process; processes are the concurrency family's)
   with a no-op handler and an I/O-bound one (``asyncio.sleep(5 ms)``). For the I/O-bound
   handler the ideal rate is concurrency / 5 ms, so its efficiency against that ideal is
   tracked too.
-* ``Enqueue`` - ``enqueue`` one task per call, and ``enqueue_many`` of distinct payloads.
+* ``TimedEnqueue`` - ``enqueue`` one task per call, and ``enqueue_many`` of distinct
+  payloads, ``time_`` benchmarks shown as tasks/s.
 
-Each figure is the median of 3 timed repeats on a fresh file after one warm-up run;
-sizes are pinned so every commit does the same work. ``WorkerDrain50k`` and ``Enqueue``
-also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server and
+Each ``track_`` figure is the median of 3 timed repeats on a fresh file after one
+warm-up run; each ``time_`` benchmark times one call per sample, on a queue ``setup``
+prepared. Sizes are pinned so every commit does the same work. ``TimedDrain``,
+``WorkerDrain50k`` and ``TimedEnqueue`` also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server and
 the commit has that backend; they are skipped otherwise.
 """
 
@@ -82,12 +84,68 @@ def measure_drain(concurrency: int, handler: str) -> float:
         tmp.cleanup()
 
 
-class WorkerDrain50k:
-    """One Worker (concurrency 50) draining 50,000 queued no-op tasks; target >= 60,000 tasks/s."""
+def _close(bench) -> None:
+    """Teardown of a timed benchmark: close its queue and loop, remove its files (after a skip too)."""
+    loop = getattr(bench, "loop", None)
+    try:
+        if loop is not None and getattr(bench, "q", None) is not None:
+            loop.run_until_complete(bench.q.close())
+    finally:
+        h.close_loop(loop)
+        if getattr(bench, "store", None) is not None:
+            bench.store.cleanup()
+
+
+class TimedDrain:
+    """Seconds one Worker (concurrency 50) takes to drain 50,000 queued no-op tasks.
+
+    A ``time_`` benchmark, so asv keeps every sample and its statistics apply; the
+    report shows it as tasks/s (benchmarks/rates.json). ``setup`` fills a fresh queue
+    before each sample (``number = 1``: one drain per sample; no warm-up call, which
+    would drain the queue before the timed one). Target >= 60,000 tasks/s.
+    """
 
     params = [h.BACKENDS]
     param_names = ["backend"]
-    unit = "tasks/s"
+    number = 1
+    repeat = 3
+    warmup_time = 0
+    timeout = 300
+    version = 1
+
+    def setup(self, backend):
+        pq = h.pq()
+        self.store = h.Store(backend, "tdrain")
+        self.loop = h.new_loop()
+        self.q = pq.Queue(self.store.location(), durability="normal")
+        self.loop.run_until_complete(self.q.open())
+        self.loop.run_until_complete(h.fill(self.q, DRAIN_50K, type_="t"))
+        self.done = 0
+
+        async def handler(task):  # a coroutine: a plain function would run in a thread pool
+            self.done += 1
+
+        self.worker = pq.Worker(self.q, concurrency=50, lease_seconds=60)
+        self.worker.register("t", handler)
+
+    def teardown(self, backend):
+        _close(self)
+
+    def time_drain_50k(self, backend):
+        self.loop.run_until_complete(self.worker.run(until_empty=True))
+        if self.done != DRAIN_50K:
+            raise RuntimeError(f"worker ran {self.done} of {DRAIN_50K} tasks")
+
+    time_drain_50k.tasks_per_call = 50_000
+    time_drain_50k.pretty_name = "Throughput: Worker draining 50k no-op tasks (s; report: tasks/s)"
+
+
+class WorkerDrain50k:
+    """CPU time per task of one Worker (concurrency 50) draining 50,000 queued no-op tasks."""
+
+    params = [h.BACKENDS]
+    param_names = ["backend"]
+    unit = "us CPU/task"
     timeout = 300
     version = 1
 
@@ -108,15 +166,9 @@ class WorkerDrain50k:
 
         return h.shared(f"drain50k-{backend}", measure)
 
-    def track_tasks_per_second(self, backend):
-        return self._m(backend)["rate"]
-
-    track_tasks_per_second.pretty_name = "Throughput: Worker draining 50k no-op tasks (tasks/s)"
-
     def track_cpu_per_task(self, backend):
         return self._m(backend)["cpu_us"]
 
-    track_cpu_per_task.unit = "us CPU/task"
     track_cpu_per_task.pretty_name = "Throughput: CPU time per task, Worker draining 50k (us, this process)"
 
 
@@ -160,60 +212,52 @@ class IOBoundEfficiency:
     track_efficiency.pretty_name = "Throughput: I/O-bound drain rate / (concurrency / sleep time)"
 
 
-async def _enqueue_one(store: h.Store, path: str, n: int) -> float:
-    pq = h.pq()
-    store.reset(path)
-    items = h.payloads(n, seed=2)
-    async with pq.Queue(path, durability="normal") as q:
-        t0 = time.perf_counter()
-        for p in items:
-            await q.enqueue("t", p)
-        dt = time.perf_counter() - t0
-    store.reset(path)
-    return n / dt
+class TimedEnqueue:
+    """Seconds to enqueue 8,000 tasks one per call, and 100,000 with enqueue_many of 1,000.
 
-
-async def _enqueue_many(store: h.Store, path: str, n: int) -> float:
-    pq = h.pq()
-    store.reset(path)
-    items = h.noop_items(n, seed=3, type_="t")
-    async with pq.Queue(path, durability="normal") as q:
-        t0 = time.perf_counter()
-        for part in h.chunks(items, ENQ_MANY_BATCH):
-            await q.enqueue_many(part)
-        dt = time.perf_counter() - t0
-    store.reset(path)
-    return n / dt
-
-
-class Enqueue:
-    """Producing: enqueue one task per call, and enqueue_many of 1,000 distinct payloads per call."""
+    ``time_`` benchmarks (asv keeps the samples); the report shows them as tasks/s
+    (benchmarks/rates.json). ``setup`` opens a queue on a fresh file or schema before
+    each sample; the payloads are made there too, outside the timing.
+    """
 
     params = [h.BACKENDS]
     param_names = ["backend"]
-    unit = "tasks/s"
+    number = 1
+    repeat = 3
+    warmup_time = 0
     timeout = 300
-    version = 2  # 2: 8,000 / 100,000 tasks (was 5,000 / 50,000), for steadier medians
+    version = 1
 
     def setup(self, backend):
-        h.pq()
-        self.store = h.Store(backend, "enq")
+        pq = h.pq()
+        self.store = h.Store(backend, "tenq")
+        self.loop = h.new_loop()
+        self.q = pq.Queue(self.store.location(), durability="normal")
+        self.loop.run_until_complete(self.q.open())
+        # one unmeasured call prepares the connection's statements, as a running producer has
+        self.loop.run_until_complete(self.q.enqueue("warm", {"n": -1}))
+        self.one = h.payloads(ENQ_N, seed=2)
+        self.many = list(h.chunks(h.noop_items(ENQ_MANY_N, seed=3, type_="t"), ENQ_MANY_BATCH))
 
     def teardown(self, backend):
-        if getattr(self, "store", None) is not None:  # asv tears down after a skipped setup too
-            self.store.cleanup()
+        _close(self)
 
-    def _measure(self, fn, n):
-        loc = self.store.location()
-        h.run(fn, self.store, loc, max(50, n // 10))  # warm-up
-        return h.median(h.run(fn, self.store, loc, n) for _ in range(h.repeats()))
+    def time_enqueue_8k(self, backend):
+        async def go():
+            for p in self.one:
+                await self.q.enqueue("t", p)
 
-    def track_enqueue(self, backend):
-        return self._measure(_enqueue_one, ENQ_N)
+        self.loop.run_until_complete(go())
 
-    track_enqueue.pretty_name = "Throughput: enqueue, one task per call (tasks/s)"
+    time_enqueue_8k.tasks_per_call = 8_000
+    time_enqueue_8k.pretty_name = "Throughput: enqueue 8k, one task per call (s; report: tasks/s)"
 
-    def track_enqueue_many(self, backend):
-        return self._measure(_enqueue_many, ENQ_MANY_N)
+    def time_enqueue_many_100k(self, backend):
+        async def go():
+            for part in self.many:
+                await self.q.enqueue_many(part)
 
-    track_enqueue_many.pretty_name = "Throughput: enqueue_many, 1,000 distinct tasks per call (tasks/s)"
+        self.loop.run_until_complete(go())
+
+    time_enqueue_many_100k.tasks_per_call = 100_000
+    time_enqueue_many_100k.pretty_name = "Throughput: enqueue_many 100k, 1,000 per call (s; report: tasks/s)"

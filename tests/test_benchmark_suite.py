@@ -57,11 +57,11 @@ def test_asv_check(asv_ready):
 
 def test_one_benchmark_through_asv(asv_ready):
     out = _asv("run", "--python=same", "--quick", "--dry-run", "--show-stderr",
-               "--bench", r"^throughput\.Enqueue\.")
+               "--bench", r"^throughput\.TimedEnqueue\.")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
     assert "failed" not in text, text
-    assert "track_enqueue_many" in text, text
+    assert "time_enqueue_many_100k" in text, text
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,17 @@ def test_every_benchmark_runs_once(asv_ready, pg_url):
     bad = [f for f in report["failures"]]
     bad += [s for s in report["skips"] if not any(p in s for p in allowed)]
     assert not bad, "\n\n".join(bad)
+
+
+def test_rates_name_real_time_benchmarks():
+    """benchmarks/rates.json (time_ -> tasks per call, for the report) agrees with each function's tasks_per_call."""
+    sys.path.insert(0, ROOT)
+    with open(os.path.join(ROOT, "benchmarks", "rates.json")) as fh:
+        rates = {k: v for k, v in json.load(fh).items() if not k.startswith("_")}
+    declared = {f"{q}.{n}": getattr(getattr(cls, n), "tasks_per_call")
+                for q, cls, names in _benchmarks() for n in names if hasattr(getattr(cls, n), "tasks_per_call")}
+    assert rates == declared
+    assert all(name.split(".")[-1].startswith("time_") for name in rates), rates
 
 
 def test_targets_name_real_benchmarks():
