@@ -262,7 +262,11 @@ from ._memo import clear as clear_memo  # noqa: E402,F401
 
 # ---------------------------------------------------------------- backends
 BACKENDS = ["sqlite", "postgresql"]
+# Where each PostgreSQL backend's server is. make bench starts both: PRISMQ_BENCH_PG with
+# fsync and full_page_writes off (most PostgreSQL figures), PRISMQ_BENCH_PG_DURABLE with
+# PostgreSQL's default durability (backend "postgresql_durable": what a deployment gets).
 PG_ENV = "PRISMQ_BENCH_PG"
+SERVER_ENV = {"postgresql": PG_ENV, "postgresql_durable": "PRISMQ_BENCH_PG_DURABLE"}
 
 
 def need_backend(backend: str) -> None:
@@ -271,8 +275,9 @@ def need_backend(backend: str) -> None:
         return
     import importlib.util
 
-    if not os.environ.get(PG_ENV):
-        raise NotImplementedError(f"set {PG_ENV}=postgresql://user@host:port/db to run the PostgreSQL benchmarks")
+    var = SERVER_ENV[backend]
+    if not os.environ.get(var):
+        raise NotImplementedError(f"set {var}=postgresql://user@host:port/db to run the {backend} benchmarks")
     if importlib.util.find_spec("asyncpg") is None:
         raise NotImplementedError("asyncpg is not installed")
     pq()
@@ -297,6 +302,7 @@ class Store:
         self.backend = backend
         self.tag = "".join(c for c in tag if c.isalnum())[:12] or "b"
         self.tmp = TempDir()
+        self.url = os.environ.get(SERVER_ENV.get(backend, ""), "")
         self.schemas: list[str] = []
 
     def location(self, name: str = "q") -> str:
@@ -304,14 +310,13 @@ class Store:
             return self.tmp.file(f"{name}.db")
         schema = f"bench_{self.tag}_{os.getpid()}_{len(self.schemas)}"
         self.schemas.append(schema)
-        url = os.environ[PG_ENV]
-        return url + ("&" if "?" in url else "?") + "schema=" + schema
+        return self.url + ("&" if "?" in self.url else "?") + "schema=" + schema
 
     def _drop(self, schemas: Sequence[str]) -> None:
         import asyncpg
 
         async def go():
-            conn = await asyncpg.connect(os.environ[PG_ENV].split("?")[0])
+            conn = await asyncpg.connect(self.url.split("?")[0])
             try:
                 for s in schemas:
                     await conn.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')

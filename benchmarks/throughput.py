@@ -14,8 +14,11 @@
 
 Each ``track_`` figure is the median of 3 timed repeats on a fresh file after one
 warm-up run; each ``time_`` benchmark times one call per sample, on a queue ``setup``
-prepared. Sizes are pinned so every commit does the same work. ``TimedDrain``,
-``WorkerDrain50k`` and ``TimedEnqueue`` also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server and
+prepared. Sizes are pinned so every commit does the same work. ``TimedDrain`` and
+``TimedEnqueue`` have a smaller counterpart on a PostgreSQL server with its default
+durability, ``DurablePostgres`` (when ``PRISMQ_BENCH_PG_DURABLE`` names one; ``make
+bench`` starts it); every other PostgreSQL figure comes from a server with fsync and
+full_page_writes off. ``TimedDrain``, ``WorkerDrain50k`` and ``TimedEnqueue`` also run on PostgreSQL (param ``backend``) when ``PRISMQ_BENCH_PG`` names a server and
 the commit has that backend; they are skipped otherwise.
 """
 
@@ -33,6 +36,8 @@ NOOP_N = {1: h.size(2_000, 100), 5: h.size(6_000, 200), 10: h.size(10_000, 200),
 ENQ_N = h.size(8_000, 100)
 ENQ_MANY_N = h.size(100_000, 1_000)
 ENQ_MANY_BATCH = 1000
+DURABLE_DRAIN = h.size(20_000, 200)
+DURABLE_ENQ = h.size(1_000, 50)
 
 
 async def _drain(path: str, n: int, concurrency: int, handler: str, store: h.Store | None = None) -> float:
@@ -210,6 +215,59 @@ class IOBoundEfficiency:
         return rate / (concurrency / SLEEP)
 
     track_efficiency.pretty_name = "Throughput: I/O-bound drain rate / (concurrency / sleep time)"
+
+
+class DurablePostgres:
+    """Seconds to drain 20,000 tasks, and to enqueue 1,000 one per call, on a PostgreSQL
+    server with its default durability (fsync and full_page_writes on): what a deployment
+    gets. Every other PostgreSQL figure comes from a server with both off. Smaller sizes
+    than TimedDrain / TimedEnqueue: each enqueue waits for a flush to disk here.
+    """
+
+    number = 1
+    repeat = 2
+    warmup_time = 0
+    timeout = 300
+    version = 1
+
+    def setup(self):
+        pq = h.pq()
+        self.store = h.Store("postgresql_durable", "dur")
+        self.loop = h.new_loop()
+        self.q = pq.Queue(self.store.location(), durability="normal")
+        self.loop.run_until_complete(self.q.open())
+        self.loop.run_until_complete(self.q.enqueue("warm", {"n": -1}))
+        self.loop.run_until_complete(h.fill(self.q, DURABLE_DRAIN, type_="t"))
+        self.one = h.payloads(DURABLE_ENQ, seed=2)
+        self.done = 0
+
+        async def handler(task):
+            self.done += 1
+
+        self.worker = pq.Worker(self.q, concurrency=50, lease_seconds=60)
+        self.worker.register("t", handler)
+        self.worker.register("warm", handler)
+
+    def teardown(self):
+        _close(self)
+
+    def time_drain_20k(self):
+        self.loop.run_until_complete(self.worker.run(until_empty=True))
+        if self.done != DURABLE_DRAIN + 1:
+            raise RuntimeError(f"worker ran {self.done} of {DURABLE_DRAIN + 1} tasks")
+
+    time_drain_20k.tasks_per_call = 20_000
+    time_drain_20k.pretty_name = "Throughput: PostgreSQL, default durability: Worker draining 20k (s; report: tasks/s)"
+
+    def time_enqueue_1k(self):
+        async def go():
+            for p in self.one:
+                await self.q.enqueue("e", p)
+
+        self.loop.run_until_complete(go())
+
+    time_enqueue_1k.tasks_per_call = 1_000
+    time_enqueue_1k.pretty_name = "Throughput: PostgreSQL, default durability: enqueue 1k, one per call (s; report: tasks/s)"
 
 
 class TimedEnqueue:

@@ -89,7 +89,10 @@ def _server_account() -> Optional[pwd.struct_passwd]:
 class TempPostgres:
     """A PostgreSQL server in a temporary directory, stopped and removed by stop()."""
 
-    def __init__(self, bindir: Optional[str] = None, database: str = DATABASE) -> None:
+    def __init__(self, bindir: Optional[str] = None, database: str = DATABASE, durable: bool = False) -> None:
+        # durable: PostgreSQL's default durability (fsync, full page writes), as a real
+        # deployment runs; otherwise both are off, which is faster and fine for tests
+        self.durable = durable
         self.bindir = bindir or find_bindir()
         if self.bindir is None:
             raise PostgresUnavailable(INSTALL_HINT)
@@ -150,9 +153,9 @@ class TempPostgres:
                       "--no-locale", "--no-sync")
             for attempt in range(5):
                 self.port = _free_port()
-                options = (f"-F -c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
-                           "-c fsync=off -c full_page_writes=off -c max_connections=200 "
-                           "-c shared_buffers=64MB")
+                options = (("" if self.durable else "-F -c fsync=off -c full_page_writes=off ")
+                           + f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} "
+                           "-c max_connections=200 -c shared_buffers=64MB")
                 try:
                     self._run(self._bin("pg_ctl"), "-D", data, "-l", os.path.join(self.dir, "server.log"),
                               "-w", "-t", "60", "-o", options, "start")

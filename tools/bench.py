@@ -132,14 +132,18 @@ def resolve(range_, branch):
     return git("rev-list", "-n1", range_).split()
 
 
-def start_postgres():
+def start_postgres(durable=False):
     """A throwaway PostgreSQL server for the PostgreSQL benchmarks, when one is installed.
 
-    PRISMQ_BENCH_PG, if set, names a server to use instead ("skip" or "0": none).
+    Two of them: one with fsync and full_page_writes off (PRISMQ_BENCH_PG, most
+    PostgreSQL figures) and one with PostgreSQL's default durability
+    (PRISMQ_BENCH_PG_DURABLE, durable=True: the drain and the enqueue a real deployment
+    gets). Either variable, if set, names a server to use instead ("skip" or "0": none).
     """
-    if os.environ.get("PRISMQ_BENCH_PG"):
-        if os.environ["PRISMQ_BENCH_PG"].lower() in ("0", "no", "off", "skip"):
-            del os.environ["PRISMQ_BENCH_PG"]
+    var = "PRISMQ_BENCH_PG_DURABLE" if durable else "PRISMQ_BENCH_PG"
+    if os.environ.get(var):
+        if os.environ[var].lower() in ("0", "no", "off", "skip"):
+            del os.environ[var]
         return None
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
     try:
@@ -147,7 +151,7 @@ def start_postgres():
     except ImportError:
         return None
     try:
-        server = TempPostgres()
+        server = TempPostgres(durable=durable)
         server.start()
     except PostgresUnavailable as exc:
         print(f"PostgreSQL benchmarks skipped: {exc}")
@@ -155,8 +159,8 @@ def start_postgres():
     except Exception as exc:  # a server that would not start must not stop the SQLite benchmarks
         print(f"PostgreSQL benchmarks skipped: the throwaway server did not start ({exc})")
         return None
-    os.environ["PRISMQ_BENCH_PG"] = server.url
-    print(f"PostgreSQL benchmarks on a throwaway server: {server.url}")
+    os.environ[var] = server.url
+    print(f"PostgreSQL benchmarks on a throwaway server{' (default durability)' if durable else ''}: {server.url}")
     return server
 
 
@@ -235,12 +239,13 @@ def main(argv=None):
     ensure_machine()
 
     step(2, total, "benchmarking")
-    pg_server = None if args.no_run else start_postgres()
+    servers = [] if args.no_run else [start_postgres(), start_postgres(durable=True)]
     try:
         failed = run_benchmarks(args, branch, results_dir)
     finally:
-        if pg_server is not None:
-            pg_server.stop()
+        for server in servers:
+            if server is not None:
+                server.stop()
     print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
 
     step(3, total, "asv publish + offline dashboard")
