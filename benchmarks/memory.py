@@ -45,6 +45,12 @@ class Peak:
         if getattr(self, "tmp", None) is not None:  # asv tears down after a skipped setup too
             self.tmp.cleanup()
 
+    def peakmem_reference(self):
+        """Nothing: the peak RSS of the benchmark process itself (interpreter, imports, setup),
+        the baseline the other two figures are read against."""
+
+    peakmem_reference.pretty_name = "Memory: peak RSS of the benchmark process doing nothing (baseline)"
+
     def peakmem_enqueue_100k(self):
         pq = self.pq
 
