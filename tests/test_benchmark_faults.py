@@ -94,3 +94,20 @@ def test_concurrency_counts_read_zero_errors_without_a_fault():
     for p, m in res.items():
         assert m["duplicates"] == 0 and m["lost"] == 0, (p, m)
         assert m["rate"] > 0, (p, m)
+
+
+def test_one_peer_failing_fails_only_its_own_figures():
+    pytest.importorskip("litequeue")
+    pytest.importorskip("huey")
+    code = """(lambda p: [
+        (lambda b: (b.setup('huey', 'claim_ack'), b.track_rate('huey', 'claim_ack'))[1])(p.PeerRates()),
+        (lambda b: (b.setup('litequeue', 'claim_ack'), b.track_rate('litequeue', 'claim_ack'))[1])(p.PeerRates()),
+    ])(__import__('benchmarks.peers').peers)"""
+    env = dict(os.environ, PRISMQ_BENCH_SMOKE="1", PRISMQ_TEST_FAULT="peer_fails",
+               PYTHONPATH=os.pathsep.join([FAULTS, ROOT]))
+    env.pop("PRISMQ_BENCH_PG", None)
+    proc = subprocess.run([sys.executable, "-c", "print(%s)" % code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    # huey's figure is computed; litequeue's raises its own failure
+    assert "litequeue failed: RuntimeError: injected" in proc.stderr, proc.stderr[-3000:]
+    assert "shared measurement peers failed" not in proc.stderr, proc.stderr[-3000:]

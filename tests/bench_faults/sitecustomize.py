@@ -11,6 +11,7 @@ fault. Each fault breaks prismq_queue in the way one benchmark's name promises t
   leak       every Task a Worker starts is kept in a module-level list
   short_lease  every claim takes a 1 ms lease, so other processes claim the same task
              again and the first holder's `complete` raises LeaseLost
+  peer_fails litequeue (a peer library) raises on every acknowledgement (done)
 """
 
 import os
@@ -53,6 +54,13 @@ def _install():
             return start(self, task)
 
         Worker._start = leaky_start
+    elif FAULT == "peer_fails":
+        import litequeue
+
+        def broken_done(self, *args, **kwargs):
+            raise RuntimeError("injected: litequeue done failed")
+
+        litequeue.LiteQueue.done = broken_done
     elif FAULT == "short_lease":
         claim = Queue.claim
 
