@@ -31,6 +31,12 @@ import random
 import sys
 import time
 
+try:  # run as a script: benchmarks/ is this script's directory, first on sys.path
+    from _workload import produce
+except ImportError:  # imported as benchmarks._child (asv imports every module to discover benchmarks)
+    from ._workload import produce
+
+
 def _out(msg: dict) -> None:
     sys.stdout.write(json.dumps(msg) + "\n")
     sys.stdout.flush()
@@ -142,24 +148,6 @@ async def producer(path: str) -> None:
         await produce(q, msg["n"], msg["interval"], msg.get("batch", 1), msg.get("type", "lat"))
         _out({"done": True})
     await q.close()
-
-
-async def produce(q, n: int, interval: float, batch: int, type_: str) -> None:
-    """Enqueue n tasks, `batch` every `interval` seconds, each stamped with its enqueue time."""
-    nxt = time.monotonic()
-    sent = 0
-    while sent < n:
-        delay = nxt - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        k = min(batch, n - sent)
-        if k == 1:
-            await q.enqueue(type_, {"t0": time.monotonic(), "i": sent})
-        else:
-            t0 = time.monotonic()
-            await q.enqueue_many([(type_, {"t0": t0, "i": sent + j}) for j in range(k)])
-        sent += k
-        nxt += interval
 
 
 async def idle(path: str, intervals: int) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 
 from . import _helpers as h
+from ._base import OnEachBackend, figure
 
 PROCESSES = [1, 2, 4, 8, 16, 20]
 TASKS = h.size(2_000, 200)
@@ -104,7 +105,7 @@ def _shared(backend):
     return h.shared(f"concurrency-{backend}", lambda: measure_all(backend))
 
 
-class WorkerProcesses:
+class WorkerProcesses(OnEachBackend):
     """N worker processes, each with its own connection, draining one file."""
 
     params = [h.BACKENDS, PROCESSES]
@@ -114,45 +115,31 @@ class WorkerProcesses:
     #    complete counted as a duplicate instead of failing the family
     version = 2
 
-    def setup(self, backend, processes):
-        h.pq()
-        h.need_backend(backend)
-
     def _m(self, backend, processes):
         return _shared(backend)[str(processes)]
 
+    @figure("tasks/s", "Concurrency: tasks/s with N worker processes")
     def track_tasks_per_second(self, backend, processes):
         return self._m(backend, processes)["rate"]
 
-    track_tasks_per_second.unit = "tasks/s"
-    track_tasks_per_second.pretty_name = "Concurrency: tasks/s with N worker processes"
-
+    @figure("errors", "Concurrency: 'database is locked' errors reaching the caller")
     def track_locked_errors(self, backend, processes):
         return self._m(backend, processes)["locked"]
 
-    track_locked_errors.unit = "errors"
-    track_locked_errors.pretty_name = "Concurrency: 'database is locked' errors reaching the caller"
-
+    @figure("tasks", "Concurrency: tasks claimed twice (must be 0)")
     def track_duplicate_claims(self, backend, processes):
         return self._m(backend, processes)["duplicates"]
 
-    track_duplicate_claims.unit = "tasks"
-    track_duplicate_claims.pretty_name = "Concurrency: tasks claimed twice (must be 0)"
-
+    @figure("tasks", "Concurrency: tasks never completed (must be 0)")
     def track_lost_tasks(self, backend, processes):
         return self._m(backend, processes)["lost"]
 
-    track_lost_tasks.unit = "tasks"
-    track_lost_tasks.pretty_name = "Concurrency: tasks never completed (must be 0)"
-
+    @figure("fraction of claims", "Concurrency: empty claims while ready tasks existed")
     def track_conflict_rate(self, backend, processes):
         return self._m(backend, processes)["conflict_rate"]
 
-    track_conflict_rate.unit = "fraction of claims"
-    track_conflict_rate.pretty_name = "Concurrency: empty claims while ready tasks existed"
 
-
-class Scaling:
+class Scaling(OnEachBackend):
     """How N worker processes compare with one: figures that are 1.0 by definition at N = 1."""
 
     params = [h.BACKENDS, PROCESSES[1:]]
@@ -160,27 +147,17 @@ class Scaling:
     timeout = 300
     version = 1
 
-    def setup(self, backend, processes):
-        h.pq()
-        h.need_backend(backend)
-
+    @figure("x 1-process rate", "Concurrency: speedup over 1 process")
     def track_speedup(self, backend, processes):
         m = _shared(backend)
         return m[str(processes)]["rate"] / m["1"]["rate"]
 
-    track_speedup.unit = "x 1-process rate"
-    track_speedup.pretty_name = "Concurrency: speedup over 1 process"
-
+    @figure("fraction of ideal", "Concurrency: rate / (min(N, CPUs) x 1-process rate)")
     def track_scaling_efficiency(self, backend, processes):
         m = _shared(backend)
         ideal = min(processes, os.cpu_count() or 1) * m["1"]["rate"]
         return m[str(processes)]["rate"] / ideal
 
-    track_scaling_efficiency.unit = "fraction of ideal"
-    track_scaling_efficiency.pretty_name = "Concurrency: rate / (min(N, CPUs) x 1-process rate)"
-
+    @figure("Jain index", "Concurrency: Jain fairness of tasks per process")
     def track_fairness(self, backend, processes):
         return _shared(backend)[str(processes)]["fairness"]
-
-    track_fairness.unit = "Jain index"
-    track_fairness.pretty_name = "Concurrency: Jain fairness of tasks per process"

@@ -31,6 +31,7 @@ import collections
 import time
 
 from . import _helpers as h
+from ._base import OnEachBackend
 
 LIGHT_N = h.size(800, 20)
 STEADY_SECONDS = 0.6 if not h.SMOKE else 0.1
@@ -38,23 +39,6 @@ STEADY_BATCH = 5  # tasks per batch under steady load: 5 every 2 ms = 2,500 task
 INTERVAL = 0.002
 IDLE_INTERVALS = 3 if not h.SMOKE else 2  # whole poll intervals of the idle Worker
 SCENARIOS = ["same-light", "same-steady", "other-light", "other-steady"]
-
-
-async def _produce(q, n: int, interval: float, batch: int) -> None:
-    nxt = time.monotonic()
-    sent = 0
-    while sent < n:
-        delay = nxt - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        k = min(batch, n - sent)
-        t0 = time.monotonic()
-        if k == 1:
-            await q.enqueue("lat", {"t0": t0, "i": sent})
-        else:
-            await q.enqueue_many([("lat", {"t0": t0, "i": sent + j}) for j in range(k)])
-        sent += k
-        nxt += interval
 
 
 def _is_completed(task) -> bool:
@@ -132,7 +116,7 @@ async def _scenario(loc: str, where: str, load: str, rounds: int) -> dict:
                             await asyncio.wait_for(watch.changed.wait(), 30)
                         await asyncio.sleep(0.0005)
                 elif where == "same":
-                    await _produce(q, n, INTERVAL, batch)
+                    await h.produce(q, n, INTERVAL, batch)
                 else:
                     kid.send({"cmd": "produce", "n": n, "interval": INTERVAL, "batch": batch})
                     await asyncio.get_running_loop().run_in_executor(None, kid.recv)
@@ -172,7 +156,7 @@ def measure_all(backend: str = "sqlite") -> dict:
         store.cleanup()
 
 
-class EnqueueToHandler:
+class EnqueueToHandler(OnEachBackend):
     """Latency percentiles (ms) from enqueue to handler start and to completion."""
 
     params = [h.BACKENDS, SCENARIOS, ["p50", "p95", "p99"]]
@@ -184,9 +168,6 @@ class EnqueueToHandler:
     #    capacity measured in the same run)
     version = 3
 
-    def setup(self, backend, scenario, percentile):
-        h.pq()
-        h.need_backend(backend)
 
     def _get(self, backend, scenario, key):
         return h.shared(f"latency-{backend}", lambda: measure_all(backend))[scenario][key]
@@ -223,18 +204,13 @@ def measure_idle(backend: str = "sqlite") -> float:
         store.cleanup()
 
 
-class IdleWorker:
+class IdleWorker(OnEachBackend):
     """CPU an idle Worker in its own process burns while polling for work."""
 
-    params = [h.BACKENDS]
-    param_names = ["backend"]
     unit = "% of a core"
     timeout = 120
     version = 2  # 2: total CPU / time over 3 whole poll intervals (was the median of 0.5 s windows)
 
-    def setup(self, backend):
-        h.pq()
-        h.need_backend(backend)
 
     def track_idle_cpu(self, backend):
         return h.shared(f"idle-cpu-{backend}", lambda: measure_idle(backend))

@@ -1,7 +1,7 @@
 """Operations: the cost of single calls at queue depths of 1,000 and 1,000,000 rows.
 
-Targets of the original design: enqueue < 10 ms, claim < 20 ms, status query (``get``)
-< 5 ms; ours: one claim at 1,000,000 rows within 1.5x of one at 1,000.
+Targets (benchmarks/README.md): enqueue < 10 ms, claim < 20 ms, status query (``get``)
+< 5 ms, and one claim at 1,000,000 rows within 1.5x of one at 1,000.
 
 The two files are built once per run with ``setup_cache``: a task is enqueued, claimed
 and completed through the API, and its finished row is copied by SQL until the table

@@ -1,6 +1,6 @@
 """Strategies: FIFO, LIFO, PRIORITY and WEIGHTED_RANDOM under a mixed-priority load.
 
-The original design planned this analysis and never ran it. One process keeps a backlog
+What each claim strategy does to low priorities. One process keeps a backlog
 of 1,000 tasks with priorities 1-10 (seeded; lower runs first) and then, for 500 rounds,
 enqueues 10 new tasks with random priorities and claims 10 with the strategy under test,
 so the backlog never shrinks and low priorities compete with a steady stream of higher

@@ -25,6 +25,7 @@ import threading
 import time
 
 from . import _helpers as h
+from ._base import OnEachBackend
 
 TASKS_PER_PRODUCER = h.size(2_000, 100)
 PRODUCERS = 2
@@ -129,17 +130,12 @@ def measure(backend: str = "sqlite") -> dict:
     }
 
 
-class MixedLoadWithCrash:
+class MixedLoadWithCrash(OnEachBackend):
     """Producers + workers + failures + cancellations + a SIGKILLed worker, on one queue."""
 
-    params = [h.BACKENDS]
-    param_names = ["backend"]
     timeout = 300
     version = 1
 
-    def setup(self, backend):
-        h.pq()
-        h.need_backend(backend)
 
     def _m(self, backend):
         return h.shared(f"stress-{backend}", lambda: measure(backend))

@@ -4,7 +4,7 @@
   drain 50,000 queued no-op tasks, a ``time_`` benchmark (asv keeps its samples), shown
   as tasks/s by the report; ``WorkerDrain50k`` - the CPU time the process spends per
   task of the same drain.
-* ``WorkerDrain`` - the original design's worker counts (1, 5, 10, 20 handlers at once,
+* ``WorkerDrain`` - worker counts 1, 5, 10, 20 (handlers at once,
   as ``Worker(concurrency=...)`` in one process; processes are the concurrency family's)
   with a no-op handler and an I/O-bound one (``asyncio.sleep(5 ms)``). For the I/O-bound
   handler the ideal rate is concurrency / 5 ms, so its efficiency against that ideal is
@@ -28,6 +28,7 @@ import asyncio
 import time
 
 from . import _helpers as h
+from ._base import OnEachBackend
 
 SLEEP = 0.005  # seconds an I/O-bound handler awaits
 DRAIN_50K = h.size(50_000, 500)
@@ -145,18 +146,13 @@ class TimedDrain:
     time_drain_50k.pretty_name = "Throughput: Worker draining 50k no-op tasks (s; report: tasks/s)"
 
 
-class WorkerDrain50k:
+class WorkerDrain50k(OnEachBackend):
     """CPU time per task of one Worker (concurrency 50) draining 50,000 queued no-op tasks."""
 
-    params = [h.BACKENDS]
-    param_names = ["backend"]
     unit = "us CPU/task"
     timeout = 300
     version = 1
 
-    def setup(self, backend):
-        h.pq()
-        h.need_backend(backend)
 
     def _m(self, backend):
         def measure():
