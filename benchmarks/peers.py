@@ -6,9 +6,11 @@ in the same asv run, one after the other, repeated and interleaved.  The hand-wr
 sqlite3 queue is the floor: what plain SQLite does with no library around it, once with
 one statement per transaction and once with 100 operations per transaction.
 
-prismq_queue enqueues one task per ``await q.enqueue`` call and processes through its
-``Worker`` (the path a user takes); its ratio to each peer is a track of its own, so the
-dashboard shows where it stands and not only an absolute figure.
+Each synchronous system is one small adapter (``put``, ``take``, ``ack``, ``flush``,
+``close``) and ``timed`` is the one body that owns the clock for all of them. prismq_queue
+enqueues one task per ``await q.enqueue`` call and processes either through its ``Worker``
+(the path a user takes) or through ``claim`` + ``complete`` one per call
+(``prismq_queue_api``); its ratio to each peer is a track of its own.
 
 With ``PRISMQ_BENCH_PG`` set, pgqueuer (a PostgreSQL queue) and prismq_queue's
 PostgreSQL backend run the same workload on that server (one process each: enqueue one
@@ -75,137 +77,213 @@ def _floor_conn(path: str) -> sqlite3.Connection:
     return conn
 
 
-def sqlite3_single(path: str, n: int) -> tuple[float, float]:
-    conn = _floor_conn(path)
+# ---------------------------------------------------------------- one adapter per synchronous system
+class Sqlite3Single:
+    """The floor, one statement per transaction: insert; claim one (UPDATE ... RETURNING); ack."""
+
+    def __init__(self, path: str):
+        self.conn = _floor_conn(path)
+
+    def put(self, payload: str) -> None:
+        self.conn.execute("INSERT INTO jobs (payload) VALUES (?)", (payload,))
+
+    def take(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        row = self.conn.execute(_CLAIM_ONE, (time.time(),)).fetchone()
+        self.conn.execute("COMMIT")
+        return row
+
+    def ack(self, key) -> None:
+        self.conn.execute("UPDATE jobs SET status = 2 WHERE id = ?", (key,))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Sqlite3Batch100(Sqlite3Single):
+    """The floor, 100 operations per transaction: inserts in batches of 100; each claim
+    transaction acknowledges the previous batch and claims the next 100."""
+
+    BATCH = 100
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.puts: list = []
+        self.claimed: list = []
+        self.acks: list = []
+
+    def put(self, payload: str) -> None:
+        self.puts.append((payload,))
+        if len(self.puts) == self.BATCH:
+            self._insert()
+
+    def _insert(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO jobs (payload) VALUES (?)", self.puts)
+        self.conn.execute("COMMIT")
+        self.puts = []
+
+    def take(self):
+        if not self.claimed:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._ack()
+            self.claimed = self.conn.execute(_CLAIM_MANY, (time.time(), self.BATCH)).fetchall()[::-1]
+            self.conn.execute("COMMIT")
+        return self.claimed.pop() if self.claimed else None
+
+    def ack(self, key) -> None:
+        self.acks.append((key,))
+
+    def _ack(self) -> None:
+        if self.acks:
+            self.conn.executemany("UPDATE jobs SET status = 2 WHERE id = ?", self.acks)
+            self.acks = []
+
+    def flush(self) -> None:
+        if self.puts:
+            self._insert()
+        if self.acks:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._ack()
+            self.conn.execute("COMMIT")
+
+
+class Huey:
+    """huey's SqliteStorage: a dequeue deletes the row, so there is no acknowledgement step."""
+
+    def __init__(self, path: str):
+        from huey.storage import SqliteStorage
+
+        self.st = SqliteStorage(name="bench", filename=path)
+        self.st.conn.execute("PRAGMA synchronous=NORMAL")  # huey offers only OFF or FULL
+
+    def put(self, payload: str) -> None:
+        self.st.enqueue(payload.encode())
+
+    def take(self):
+        data = self.st.dequeue()
+        return None if data is None else (None, bytes(data))
+
+    def ack(self, key) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.st.close()
+
+
+class PersistQueue:
+    """persist-queue's SQLiteAckQueue: get, then ack by id."""
+
+    def __init__(self, path: str):
+        import os
+
+        import persistqueue
+        from persistqueue.serializers import json as pq_json
+
+        self.empty = persistqueue.Empty
+        self.q = persistqueue.SQLiteAckQueue(os.path.dirname(path), db_file_name=os.path.basename(path),
+                                             serializer=pq_json, auto_commit=True)
+        for conn in {id(self.q._putter): self.q._putter, id(self.q._getter): self.q._getter}.values():
+            conn.execute("PRAGMA synchronous=NORMAL")
+
+    def put(self, payload: str) -> None:
+        self.q.put(payload)
+
+    def take(self):
+        try:
+            item = self.q.get(block=False, raw=True)
+        except self.empty:
+            return None
+        return item["pqid"], item["data"]
+
+    def ack(self, key) -> None:
+        self.q.ack(id=key)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.q.close()
+
+
+class LiteQueueAdapter:
+    """litequeue: pop, then done by message id."""
+
+    def __init__(self, path: str):
+        from litequeue import LiteQueue
+
+        self.q = LiteQueue(path)  # sets WAL and synchronous=NORMAL itself
+        self.q.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def put(self, payload: str) -> None:
+        self.q.put(payload)
+
+    def take(self):
+        m = self.q.pop()
+        return None if m is None else (m.message_id, m.data)
+
+    def ack(self, key) -> None:
+        self.q.done(key)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.q.close()
+
+
+def timed(adapter, path: str, n: int) -> tuple[float, float]:
+    """The one timed body of every synchronous system: put n payloads, then take, decode and
+    acknowledge until empty; returns (enqueue, claim+ack) tasks/s. Opening and closing
+    the system stay outside both windows."""
+    a = adapter(path)
     try:
         t0 = time.perf_counter()
         for i in range(n):
-            conn.execute("INSERT INTO jobs (payload) VALUES (?)", (_payload(i),))
+            a.put(_payload(i))
+        a.flush()
         t1 = time.perf_counter()
         done = 0
         while True:
-            conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute(_CLAIM_ONE, (time.time(),)).fetchone()
-            conn.execute("COMMIT")
-            if row is None:
+            got = a.take()
+            if got is None:
                 break
-            json.loads(row[1])
-            conn.execute("UPDATE jobs SET status = 2 WHERE id = ?", (row[0],))
+            key, data = got
+            json.loads(data)
+            a.ack(key)
             done += 1
+        a.flush()
         t2 = time.perf_counter()
     finally:
-        conn.close()
+        a.close()
     assert done == n, (done, n)
     return n / (t1 - t0), n / (t2 - t1)
+
+
+def sqlite3_single(path: str, n: int) -> tuple[float, float]:
+    return timed(Sqlite3Single, path, n)
 
 
 def sqlite3_batch100(path: str, n: int) -> tuple[float, float]:
-    conn = _floor_conn(path)
-    try:
-        t0 = time.perf_counter()
-        for start in range(0, n, 100):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT INTO jobs (payload) VALUES (?)",
-                             [(_payload(i),) for i in range(start, min(n, start + 100))])
-            conn.execute("COMMIT")
-        t1 = time.perf_counter()
-        done = 0
-        while True:
-            conn.execute("BEGIN IMMEDIATE")
-            rows = conn.execute(_CLAIM_MANY, (time.time(), 100)).fetchall()
-            for r in rows:
-                json.loads(r[1])
-            conn.executemany("UPDATE jobs SET status = 2 WHERE id = ?", [(r[0],) for r in rows])
-            conn.execute("COMMIT")
-            if not rows:
-                break
-            done += len(rows)
-        t2 = time.perf_counter()
-    finally:
-        conn.close()
-    assert done == n, (done, n)
-    return n / (t1 - t0), n / (t2 - t1)
+    return timed(Sqlite3Batch100, path, n)
 
 
-# ---------------------------------------------------------------- peer libraries
 def huey(path: str, n: int) -> tuple[float, float]:
-    from huey.storage import SqliteStorage
-
-    st = SqliteStorage(name="bench", filename=path)
-    st.conn.execute("PRAGMA synchronous=NORMAL")  # huey offers only OFF or FULL
-    try:
-        t0 = time.perf_counter()
-        for i in range(n):
-            st.enqueue(_payload(i).encode())
-        t1 = time.perf_counter()
-        done = 0
-        while True:  # huey has no acknowledgement: a dequeue deletes the row
-            data = st.dequeue()
-            if data is None:
-                break
-            json.loads(bytes(data))
-            done += 1
-        t2 = time.perf_counter()
-    finally:
-        st.close()
-    assert done == n, (done, n)
-    return n / (t1 - t0), n / (t2 - t1)
+    return timed(Huey, path, n)
 
 
 def persist_queue(path: str, n: int) -> tuple[float, float]:
-    import os
-
-    import persistqueue
-    from persistqueue.serializers import json as pq_json
-
-    q = persistqueue.SQLiteAckQueue(os.path.dirname(path), db_file_name=os.path.basename(path),
-                                    serializer=pq_json, auto_commit=True)
-    for conn in {id(q._putter): q._putter, id(q._getter): q._getter}.values():
-        conn.execute("PRAGMA synchronous=NORMAL")
-    try:
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(_payload(i))
-        t1 = time.perf_counter()
-        done = 0
-        while True:
-            try:
-                item = q.get(block=False, raw=True)
-            except persistqueue.Empty:
-                break
-            json.loads(item["data"])
-            q.ack(id=item["pqid"])
-            done += 1
-        t2 = time.perf_counter()
-    finally:
-        q.close()
-    assert done == n, (done, n)
-    return n / (t1 - t0), n / (t2 - t1)
+    return timed(PersistQueue, path, n)
 
 
 def litequeue(path: str, n: int) -> tuple[float, float]:
-    from litequeue import LiteQueue
-
-    q = LiteQueue(path)  # sets WAL and synchronous=NORMAL itself
-    q.conn.execute("PRAGMA synchronous=NORMAL")
-    try:
-        t0 = time.perf_counter()
-        for i in range(n):
-            q.put(_payload(i))
-        t1 = time.perf_counter()
-        done = 0
-        while True:
-            m = q.pop()
-            if m is None:
-                break
-            json.loads(m.data)
-            q.done(m.message_id)
-            done += 1
-        t2 = time.perf_counter()
-    finally:
-        q.close()
-    assert done == n, (done, n)
-    return n / (t1 - t0), n / (t2 - t1)
+    return timed(LiteQueueAdapter, path, n)
 
 
 # ---------------------------------------------------------------- prismq_queue, same workload
@@ -429,7 +507,9 @@ class PeerRates(_PeerRun):
     param_names = ["system", "op"]
     unit = "tasks/s"
     # 3: prismq_queue_api row; pgqueuer timed from its first handler to its last (its
-    #    start-up was inside the window); one system's failure fails only its figures
+    #    start-up was inside the window); one system's failure fails only its figures;
+    #    the synchronous systems through one timed body (the batched floor acknowledges a
+    #    batch in the transaction that claims the next)
     version = 3
 
     def setup(self, system, op):

@@ -39,8 +39,11 @@ def measure(expr: str, fault: str = "", timeout: float = 300, env: dict | None =
 
 def test_idle_cpu_sees_a_cost_paid_once_per_poll_interval():
     # 20 ms of CPU per idle round trip at a 1 s poll interval: about 2 % of a core on top
-    # of what an idle Worker uses anyway; the figure must show at least most of it.
-    assert measure("latency.IdleWorker().track_idle_cpu('sqlite')", fault="idle_cpu") >= 1.4
+    # of what an idle Worker uses anyway (0.2 % here). A window of 2 whole intervals holds
+    # at least one wake-up even when load stretches each trip (the period is then a little
+    # over 1 s, so a window can hold one wake-up fewer): >= 0.9 %. The earlier median of
+    # short windows read 0.30-0.39 % with this fault.
+    assert measure("latency.IdleWorker().track_idle_cpu('sqlite')", fault="idle_cpu") >= 0.9
 
 
 def test_completion_latency_includes_the_acknowledgement():
@@ -53,12 +56,16 @@ def test_completion_latency_includes_the_acknowledgement():
         assert done - start >= 50, (scenario, start, done)
 
 
-def test_steady_latency_load_is_pinned():
-    # The load must not follow how fast this commit drains: with every idle round trip
-    # made slower, the steady load is the same constant.
-    plain = measure("latency.measure_all()")
-    slowed = measure("latency.measure_all()", fault="slow_ack")
-    assert plain["load"] == slowed["load"] == {"steady_tasks_per_s": 2500.0, "steady_batch": 5}
+def test_steady_latency_load_is_pinned(tmp_path):
+    # The load must not follow how fast this commit drains: with every acknowledgement
+    # made 60 ms slower, the steady scenarios enqueue the same batches (5 tasks each).
+    sizes = {}
+    for fault in ("", "slow_ack"):
+        log = tmp_path / f"batches{fault}.txt"
+        measure("latency.EnqueueToHandler().track_to_start('sqlite', 'same-steady', 'p50')",
+                fault=",".join(f for f in ("log_batches", fault) if f), env={"PRISMQ_TEST_LOG": str(log)})
+        sizes[fault] = sorted(set(int(x) for x in (log.read_text() if log.exists() else "").split()))
+    assert sizes[""] == sizes["slow_ack"] == [5], sizes
 
 
 FULL = {"PRISMQ_BENCH_SMOKE": "0"}  # memory figures at their real sizes: smoke cycles are too small

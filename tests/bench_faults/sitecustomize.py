@@ -11,12 +11,14 @@ fault. Each fault breaks prismq_queue in the way one benchmark's name promises t
   leak       every Task a Worker starts is kept in a module-level list
   short_lease  every claim takes a 1 ms lease, so other processes claim the same task
              again and the first holder's `complete` raises LeaseLost
+  log_batches  every enqueue_many of "lat" tasks appends its size to the file named by
+             PRISMQ_TEST_LOG (what load a latency scenario really offered)
   peer_fails litequeue (a peer library) raises on every acknowledgement (done)
 """
 
 import os
 
-FAULT = os.environ.get("PRISMQ_TEST_FAULT", "")
+FAULTS = [f for f in os.environ.get("PRISMQ_TEST_FAULT", "").split(",") if f]  # one or more
 KEPT = []  # the leak's victims
 
 
@@ -28,7 +30,7 @@ def _burn(seconds):
         pass
 
 
-def _install():
+def _install(FAULT):
     import asyncio
 
     from prismq_queue.queue import Queue
@@ -54,6 +56,17 @@ def _install():
             return start(self, task)
 
         Worker._start = leaky_start
+    elif FAULT == "log_batches":
+        enqueue_many = Queue.enqueue_many
+
+        async def logged(self, items, *args, **kwargs):
+            items = list(items)
+            if items and items[0][0] == "lat":
+                with open(os.environ["PRISMQ_TEST_LOG"], "a") as fh:
+                    fh.write(f"{len(items)}\n")
+            return await enqueue_many(self, items, *args, **kwargs)
+
+        Queue.enqueue_many = logged
     elif FAULT == "peer_fails":
         import litequeue
 
@@ -73,5 +86,5 @@ def _install():
         raise SystemExit(f"sitecustomize: unknown PRISMQ_TEST_FAULT {FAULT!r}")
 
 
-if FAULT:
-    _install()
+for _fault in FAULTS:
+    _install(_fault)
