@@ -1,8 +1,8 @@
-"""SQLite backend: one file, WAL journal, one aiosqlite connection per Queue.
+"""SQLite backend: one file, WAL journal, one sqlite3 connection per Queue.
 
-Every operation is a plain function run on the connection's own thread, so a
-whole worker cycle (acknowledge, recover, claim) costs one hop across the async
-bridge. Write transactions start with BEGIN IMMEDIATE: a deferred transaction
+Every operation is a plain function run on the connection's own thread (see
+sqlite_bridge), so a whole worker cycle (acknowledge, recover, claim) costs one
+hop across the async bridge. Write transactions start with BEGIN IMMEDIATE: a deferred transaction
 that reads and then writes fails its lock upgrade at once under contention.
 """
 
@@ -16,13 +16,12 @@ import time
 from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 
-import aiosqlite
-
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult, fence_outcome,
 )
+from .sqlite_bridge import SQLiteBridge
 from .sqlite_checkpointer import Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
@@ -74,7 +73,7 @@ class SQLiteBackend(Backend):
         self.durability = durability
         self.busy_timeout = busy_timeout
         self._watch_interval = watch_interval
-        self._conn: Optional[aiosqlite.Connection] = None
+        self._bridge: Optional[SQLiteBridge] = None
         self._raw: Optional[sqlite3.Connection] = None
         self._watcher: Optional[ChangeWatcher] = None
         self._checkpointer: Optional[Checkpointer] = None
@@ -84,30 +83,34 @@ class SQLiteBackend(Backend):
 
     async def open(self) -> None:
         check_location(self.path)
+        bridge = SQLiteBridge(self._connect)
         try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None, timeout=0)
+            self._raw = await bridge.open()
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open queue {self.path!r}: {exc}") from exc
         try:
-            # aiosqlite runs each call on the connection's thread; _execute is the
-            # one way to run a whole function there in a single hop.
-            self._raw = await conn._execute(lambda: conn._conn)
-            self._conn = conn
+            self._bridge = bridge
             await self._call(self._setup)
             self._checkpointer = Checkpointer(self.path)
         except BaseException:
-            self._conn = self._raw = None
-            await conn.close()
+            self._bridge = self._raw = None
+            await bridge.close()
             raise
+
+    def _connect(self) -> sqlite3.Connection:
+        # busy_timeout 0: waiting for another writer is _retrying's job, with its
+        # own fair, short sleeps. check_same_thread off: the connection moves
+        # between the bridge's thread and the loop's, one user at a time.
+        return sqlite3.connect(self.path, isolation_level=None, timeout=0, check_same_thread=False)
 
     async def close(self) -> None:
         for helper in (self._watcher, self._checkpointer):
             if helper is not None:
                 helper.stop()
         self._watcher = self._checkpointer = None
-        if self._conn is not None:
-            conn, self._conn, self._raw = self._conn, None, None
-            await conn.close()
+        if self._bridge is not None:
+            bridge, self._bridge, self._raw = self._bridge, None, None
+            await bridge.close()
 
     def _setup(self) -> None:
         c = self._raw
@@ -143,9 +146,9 @@ class SQLiteBackend(Backend):
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run fn(*args) on the connection's thread, retrying while other writers hold the lock."""
-        if self._conn is None:
+        if self._bridge is None:
             raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
-        return await self._conn._execute(self._retrying, fn, *args)
+        return await self._bridge.run(self._retrying, fn, *args)
 
     def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
         # SQLite's own busy handler sleeps in growing steps (up to 100 ms), so the
