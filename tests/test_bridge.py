@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -126,3 +127,161 @@ async def test_the_queue_closes_its_database_thread(db_path):
             break
         await asyncio.sleep(0.01)
     assert not extra
+
+
+# ---------------------------------------------------------------- single calls on the loop's thread
+def _count_hops(queue):
+    """Count the requests a queue's backend sends to its database thread."""
+    bridge = queue.backend._bridge
+    served = []
+    run = bridge.run
+
+    def counting(fn, *args):
+        served.append(fn)
+        return run(fn, *args)
+
+    bridge.run = counting
+    return served
+
+
+async def test_single_calls_do_not_hop_to_the_database_thread(db_path):
+    """Enqueue, claim, complete, fail, get and cancel run on the loop's thread when the lock is free."""
+    async with Queue(db_path) as q:
+        hops = _count_hops(q)
+        n = 200
+        ids = [await q.enqueue("t", {"i": i}) for i in range(n)]
+        for i in range(n // 2):
+            (task,) = await q.claim("w")
+            if i % 2:
+                await q.complete(task, {"ok": i})
+            else:
+                await q.fail(task, "boom", retry=False)
+        for task_id in ids:
+            assert (await q.get(task_id)) is not None
+        cancelled = sum([await q.cancel(task_id) for task_id in ids])
+        assert cancelled == n - n // 2
+        calls = n + n + n + n
+        # A transient SQLITE_BUSY (the checkpointer's wal-index work) may send a call over; most stay.
+        assert len(hops) <= calls // 20, f"{len(hops)} of {calls} calls hopped"
+        stats = await q.stats()
+        assert stats["by_status"]["completed"] == n // 4 and stats["by_status"]["failed"] == n // 4
+
+
+async def test_durability_full_never_commits_on_the_loop_thread(db_path):
+    """Under durability='full' a COMMIT waits for an fsync: every write goes to the database thread."""
+    async with Queue(db_path, durability="full") as q:
+        hops = _count_hops(q)
+        task_id = await q.enqueue("t")
+        (task,) = await q.claim("w")
+        await q.complete(task)
+        await q.cancel(task_id)
+        assert len(hops) == 4
+        await q.get(task_id)  # a read has nothing to sync
+        assert len(hops) == 4
+
+
+async def test_big_payloads_and_batches_go_to_the_database_thread(db_path):
+    async with Queue(db_path) as q:
+        hops = _count_hops(q)
+        await q.enqueue("t", "x" * 100_000)
+        await q.enqueue_many([("t", i) for i in range(10)])
+        tasks = await q.claim("w", limit=5)
+        assert len(tasks) == 5
+        assert len(hops) == 3
+
+
+async def test_a_claim_that_recovers_expired_leases_goes_to_the_database_thread(db_path):
+    """Recovery may touch any number of rows: not on the loop's thread."""
+    async with Queue(db_path) as q:
+        await q.enqueue_many([("t", i) for i in range(50)])
+        assert len(await q.claim("dead", limit=50, lease_seconds=0.01)) == 50
+        await asyncio.sleep(0.05)
+        hops = _count_hops(q)
+        (task,) = await q.claim("w")
+        assert len(hops) == 1
+        assert (await q.stats())["by_status"]["queued"] == 49
+
+
+async def test_a_short_call_waits_behind_earlier_requests(db_path):
+    async with Queue(db_path) as q:
+        batch = asyncio.ensure_future(q.enqueue_many([("t", i) for i in range(5000)]))
+        await asyncio.sleep(0)  # the batch is now with the database thread
+        assert not q.backend._bridge.idle
+        single = await q.enqueue("t", "after")
+        ids = await batch
+        assert single > max(ids)
+
+
+async def test_direct_calls_give_other_coroutines_a_turn(db_path):
+    async with Queue(db_path) as q:
+        ticks = 0
+        stop = False
+
+        async def ticker():
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        t = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        turns = 0  # calls during which the ticker ran
+        for i in range(4000):
+            before = ticks
+            await q.enqueue("t", i)
+            turns += ticks != before
+        stop = True
+        await t
+        # At least one turn per 0.5 ms of calls (SHORT_RUN), and 4,000 calls take 40 ms or more.
+        assert turns >= 30, f"other coroutines ran during only {turns} of 4,000 single calls"
+
+
+_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+print("released", time.monotonic(), flush=True)
+conn.execute("COMMIT")
+"""
+
+
+async def test_the_loop_runs_while_another_process_holds_the_write_lock(db_path):
+    """Single calls made while another process holds the lock wait on the database thread, not the loop."""
+    async with Queue(db_path) as q:
+        first = await q.enqueue("t", "before")
+        hold = 2.0
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, db_path, str(hold)], stdout=subprocess.PIPE,
+                                  text=True)
+        loop = asyncio.get_running_loop()
+        try:
+            assert (await loop.run_in_executor(None, holder.stdout.readline)).strip() == "locked"
+            lateness = []
+            stop = asyncio.Event()
+
+            async def ticker():
+                while not stop.is_set():
+                    due = loop.time() + 0.001
+                    await asyncio.sleep(0.001)
+                    lateness.append(loop.time() - due)
+
+            tick = asyncio.ensure_future(ticker())
+            started = time.monotonic()
+            calls = []
+            while time.monotonic() - started < hold / 2:
+                calls.append(asyncio.ensure_future(q.enqueue("t", len(calls))))
+                assert (await q.get(first)).payload == "before"  # reads do not wait for writers in WAL
+                await asyncio.sleep(0.002)
+            ids = await asyncio.gather(*calls)
+            done = time.monotonic()
+            stop.set()
+            await tick
+            released = float((await loop.run_in_executor(None, holder.stdout.readline)).split()[1])
+        finally:
+            holder.wait(timeout=60)
+        assert done >= released  # the writes really waited for the lock ...
+        assert len(set(ids)) == len(calls)
+        # ... and the loop did not: a blocked loop would be late by the whole hold (2 s). The
+        # bound is generous because the test machine may be loaded; the benchmark measures it.
+        assert max(lateness) < 0.5, f"the ticker was {max(lateness) * 1000:.0f} ms late"

@@ -8,12 +8,14 @@ that reads and then writes fails its lock upgrade at once under contention.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
 import sqlite3
 import time
 from collections import Counter
+from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
 from .. import sql
@@ -32,6 +34,10 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
 MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
+# A single call may run on the event loop's thread (see _call) only if it is short:
+# one row, and no text longer than this (a payload, a result, an error).
+SHORT_TEXT = 16 * 1024
+SHORT_RUN = 0.0005  # seconds of direct calls in a row before other coroutines get a turn
 
 
 def _due_order(row: tuple) -> tuple:
@@ -78,6 +84,7 @@ class SQLiteBackend(Backend):
         self._watcher: Optional[ChangeWatcher] = None
         self._checkpointer: Optional[Checkpointer] = None
         self._rng = random.Random()
+        self._turn_given = 0.0  # when a call here last let the event loop run other coroutines
 
     # -- connection -----------------------------------------------------
 
@@ -144,11 +151,43 @@ class SQLiteBackend(Backend):
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {target}")
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run fn(*args) on the connection's thread, retrying while other writers hold the lock."""
-        if self._bridge is None:
+    async def _call(self, fn: Callable[..., Any], *args: Any, short: Any = False) -> Any:
+        """Run fn(*args), retrying while other writers hold the lock.
+
+        A hop to the connection's thread costs two cross-thread wake-ups, far more
+        than a short statement. So a `short` call (True, or a guard that says so
+        when asked) runs right here on the loop's thread when the bridge is idle and
+        the connection gets what it needs at once (busy_timeout is 0). If another
+        connection holds the lock, it goes to the thread, which waits there: the
+        loop never waits on a lock.
+        """
+        bridge = self._bridge
+        if bridge is None:
             raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
-        return await self._bridge.run(self._retrying, fn, *args)
+        if short and bridge.idle:
+            try:
+                if short is True or short():
+                    result = fn(*args)
+                    # A call that never leaves the loop's thread never lets other
+                    # coroutines run either: a loop of them would starve the loop.
+                    # Give it a turn once the calls made here have kept it for a while.
+                    if time.monotonic() - self._turn_given > SHORT_RUN:
+                        await asyncio.sleep(0)
+                        self._turn_given = time.monotonic()
+                    return result
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise self._error(exc) from exc
+            except (sqlite3.Error, UnicodeEncodeError) as exc:
+                raise self._error(exc) from (exc if isinstance(exc, sqlite3.Error) else None)
+        self._turn_given = time.monotonic()  # (a hop lets the loop run other coroutines)
+        return await bridge.run(self._retrying, fn, *args)
+
+    def _error(self, exc: Exception) -> Exception:
+        """The package's exception for a failed statement."""
+        if isinstance(exc, UnicodeEncodeError):  # e.g. a lone surrogate in a type name or payload
+            return InvalidArgument(f"text that is not valid Unicode cannot be stored: {exc}")
+        return DatabaseError(f"{self.path}: {exc}")
 
     def _retrying(self, fn: Callable[..., Any], *args: Any) -> Any:
         # SQLite's own busy handler sleeps in growing steps (up to 100 ms), so the
@@ -161,7 +200,7 @@ class SQLiteBackend(Backend):
                 return fn(*args)
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
-                    raise DatabaseError(f"{self.path}: {exc}") from exc
+                    raise self._error(exc) from exc
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.busy_timeout
@@ -170,9 +209,9 @@ class SQLiteBackend(Backend):
                 time.sleep(self._rng.uniform(pause / 2, pause))
                 pause = min(pause * 2, 0.001)
             except sqlite3.Error as exc:
-                raise DatabaseError(f"{self.path}: {exc}") from exc
-            except UnicodeEncodeError as exc:  # e.g. a lone surrogate in a type name or payload
-                raise InvalidArgument(f"text that is not valid Unicode cannot be stored: {exc}") from None
+                raise self._error(exc) from exc
+            except UnicodeEncodeError as exc:
+                raise self._error(exc) from None
 
     def _transaction(self, fn: Callable[..., Any], *args: Any) -> Any:
         c = self._raw
@@ -186,13 +225,19 @@ class SQLiteBackend(Backend):
                 c.execute("ROLLBACK")
             raise
 
-    async def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self._call(self._transaction, fn, *args)
+    async def _write(self, fn: Callable[..., Any], *args: Any, short: Any = False) -> Any:
+        # Under durability="full" every COMMIT waits for an fsync: never on the loop's thread.
+        return await self._call(self._transaction, fn, *args, short=short if self.durability == "normal" else False)
+
+    def _no_expired_lease(self, now: float) -> bool:
+        """Guard of a short claim: recovering expired leases may touch any number of rows."""
+        expiry = self._raw.execute(Q["next_lease_expiry"]).fetchone()[0]
+        return expiry is None or expiry >= now
 
     # -- tasks ----------------------------------------------------------
 
     async def insert(self, rows: Sequence[tuple]) -> list[int]:
-        return await self._write(self._insert, rows)
+        return await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
 
     @staticmethod
     def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
@@ -218,7 +263,10 @@ class SQLiteBackend(Backend):
 
     async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
-        return await self._write(self._cycle, finishes, claim, recover, now)
+        short = (len(finishes) <= 1 and (claim is None or claim.limit <= 1)
+                 and all(len(f[3] or "") <= SHORT_TEXT for f in finishes)
+                 and (partial(self._no_expired_lease, now) if recover else True))
+        return await self._write(self._cycle, finishes, claim, recover, now, short=short)
 
     def _cycle(self, c: sqlite3.Connection, finishes: Sequence[tuple], claim: Optional[ClaimRequest],
                recover: bool, now: float) -> CycleResult:
@@ -340,14 +388,14 @@ class SQLiteBackend(Backend):
         return outcomes
 
     async def get(self, task_id: int) -> Optional[tuple]:
-        return await self._call(lambda: self._raw.execute(Q["get_task"], (task_id,)).fetchone())
+        return await self._call(lambda: self._raw.execute(Q["get_task"], (task_id,)).fetchone(), short=True)
 
     async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
         params = {"status": status, "type": type_, "limit": limit}
         return await self._call(lambda: self._raw.execute(Q["list_tasks"], params).fetchall())
 
     async def cancel(self, task_id: int, now: float) -> bool:
-        return await self._write(lambda c: c.execute(Q["cancel"], (now, task_id)).rowcount > 0)
+        return await self._write(lambda c: c.execute(Q["cancel"], (now, task_id)).rowcount > 0, short=True)
 
     async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
         return await self._call(self._transaction_read, self._stats, now, windows)

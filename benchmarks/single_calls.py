@@ -1,0 +1,300 @@
+"""Single calls: one enqueue, claim, complete, get or cancel per await, beside plain sqlite3.
+
+What a web request does: one call at a time, each awaited. The figure that matters is
+the ratio to what plain ``sqlite3`` does with the same statements, measured in the same
+run, interleaved, so that the load on the machine falls on both sides:
+
+* ``enqueue``: ``await q.enqueue`` per task, against one ``INSERT`` per transaction;
+* ``claim_complete``: ``await q.claim`` then ``await q.complete`` per task, against a
+  ``BEGIN IMMEDIATE`` claim (``UPDATE ... RETURNING``) and an acknowledging ``UPDATE``;
+* ``get`` and ``cancel``: one call per task, against one ``SELECT`` / ``UPDATE``.
+
+Every file is in WAL mode at ``synchronous=NORMAL`` (``durability="normal"``).
+
+``LoopLag``: the event loop must never wait for the queue, even while another process
+holds SQLite's write lock. A coroutine ticks every 1 ms and notes how late each tick is,
+while single calls go on (an enqueue every 2 ms, not awaited one by one, and a ``get``)
+and another process holds the write lock for 2 s. Reported: the worst and the 99th
+percentile lateness, and the same for the ticker alone in the same run (the machine's
+own floor: the bare machine is late by a few ms at worst).
+
+This module stands alone (no ``_helpers``), so it reads the same on every commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+SMOKE = os.environ.get("PRISMQ_BENCH_SMOKE", "") not in ("", "0")
+N = 300 if SMOKE else 4000  # tasks per measured repeat, per system
+REPEATS = 1 if SMOKE else 5  # medians over this many, systems interleaved
+HOLD = 0.3 if SMOKE else 2.0  # seconds the other process holds the write lock
+OPS = ["enqueue", "claim_complete", "get", "cancel"]
+
+
+def _pq():
+    try:
+        import prismq_queue
+    except ImportError as exc:
+        raise NotImplementedError(f"prismq_queue not importable: {exc}")
+    return prismq_queue
+
+
+def _median(values):
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+
+
+def _percentile(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
+
+
+def _payload(i: int) -> dict:
+    return {"n": i, "k": (i * 2654435761) % (1 << 30)}
+
+
+def _run(coro):
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+# ---------------------------------------------------------------- plain sqlite3, the same statements
+_RAW_DDL = """
+CREATE TABLE IF NOT EXISTS jobs (id INTEGER PRIMARY KEY, payload TEXT NOT NULL,
+                                 status INTEGER NOT NULL DEFAULT 0, leased_at REAL);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (id) WHERE status = 0;
+"""
+_RAW_CLAIM = ("UPDATE jobs SET status = 1, leased_at = ? WHERE id = "
+              "(SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 1) RETURNING id, payload")
+
+
+def raw_sqlite3(path: str, n: int) -> dict:
+    """Seconds per operation of each op, one statement (or claim transaction) at a time."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_RAW_DDL)
+    try:
+        t0 = time.perf_counter()
+        for i in range(n):
+            conn.execute("INSERT INTO jobs (payload) VALUES (?)", (json.dumps(_payload(i)),))
+        t1 = time.perf_counter()
+        for _ in range(n):
+            conn.execute("BEGIN IMMEDIATE")
+            task_id, payload = conn.execute(_RAW_CLAIM, (time.time(),)).fetchone()
+            conn.execute("COMMIT")
+            json.loads(payload)
+            conn.execute("UPDATE jobs SET status = 2 WHERE id = ? AND status = 1", (task_id,))
+        t2 = time.perf_counter()
+        for i in range(1, n + 1):
+            conn.execute("SELECT id, payload, status, leased_at FROM jobs WHERE id = ?", (i,)).fetchone()
+        t3 = time.perf_counter()
+        for i in range(1, n + 1):
+            conn.execute("UPDATE jobs SET status = 3 WHERE id = ? AND status IN (0, 1)", (i,))
+        t4 = time.perf_counter()
+    finally:
+        conn.close()
+    return {"enqueue": (t1 - t0) / n, "claim_complete": (t2 - t1) / n, "get": (t3 - t2) / n,
+            "cancel": (t4 - t3) / n}
+
+
+def prismq(path: str, n: int) -> dict:
+    """Seconds per operation through the public API, one awaited call at a time."""
+    pq = _pq()
+
+    async def go():
+        async with pq.Queue(path, durability="normal") as q:
+            t0 = time.perf_counter()
+            ids = [await q.enqueue("noop", _payload(i)) for i in range(n)]
+            t1 = time.perf_counter()
+            for _ in range(n):
+                (task,) = await q.claim("bench")
+                await q.complete(task, None)
+            t2 = time.perf_counter()
+            for task_id in ids:
+                await q.get(task_id)
+            t3 = time.perf_counter()
+            for task_id in ids:
+                await q.cancel(task_id)  # finished already: the call is made, nothing changes
+            t4 = time.perf_counter()
+        return {"enqueue": (t1 - t0) / n, "claim_complete": (t2 - t1) / n, "get": (t3 - t2) / n,
+                "cancel": (t4 - t3) / n}
+
+    return _run(go())
+
+
+SYSTEMS = {"sqlite3": raw_sqlite3, "prismq_queue": prismq}
+
+
+def measure(n: int = N, repeats: int = REPEATS) -> dict:
+    """{system: {op: median seconds per op}}, the systems interleaved; round 0 warms up."""
+    samples = {s: {op: [] for op in OPS} for s in SYSTEMS}
+    tmp = tempfile.mkdtemp(prefix="prismq-bench-single-")
+    try:
+        for r in range(repeats + 1):
+            for name, fn in SYSTEMS.items():
+                path = os.path.join(tmp, f"{name}-{r}.db")
+                result = fn(path, n if r else max(50, n // 10))
+                if r:
+                    for op in OPS:
+                        samples[name][op].append(result[op])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {s: {op: _median(v) for op, v in ops.items()} for s, ops in samples.items()}
+
+
+def _available() -> bool:
+    try:
+        pq = _pq()
+    except NotImplementedError:
+        return False
+    return all(hasattr(pq.Queue, name) for name in ("enqueue", "claim", "complete", "get", "cancel"))
+
+
+class _SingleCallRun:
+    """One measurement shared by the classes below (asv keys setup_cache by where it is defined)."""
+
+    timeout = 600
+    version = 1
+
+    def setup_cache(self):
+        return measure() if _available() else None
+
+    def setup(self, cache, *params):
+        if cache is None:
+            raise NotImplementedError("this prismq_queue lacks a single-call API")
+
+
+class SingleCalls(_SingleCallRun):
+    """Microseconds per single call, prismq_queue and plain sqlite3 in one run (lower is better)."""
+
+    params = [list(SYSTEMS), OPS]
+    param_names = ["system", "op"]
+    unit = "us/op"
+
+    def track_us_per_op(self, cache, system, op):
+        return cache[system][op] * 1e6
+
+    track_us_per_op.pretty_name = "Single calls: us per call (WAL, NORMAL), prismq_queue and plain sqlite3"
+
+
+class SingleCallRatio(_SingleCallRun):
+    """prismq_queue's rate of single calls / plain sqlite3's, same run (1.0 = as fast as no library)."""
+
+    params = [OPS]
+    param_names = ["op"]
+    unit = "ratio"
+
+    def track_ratio(self, cache, op):
+        return cache["sqlite3"][op] / cache["prismq_queue"][op]
+
+    track_ratio.pretty_name = "Single calls: prismq_queue rate / plain sqlite3 rate"
+
+
+# ---------------------------------------------------------------- the event loop while a lock is held
+_HOLDER = r"""
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+conn.close()
+"""
+
+
+async def _ticker(lateness: list, stop: asyncio.Event, period: float = 0.001) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        lateness.append(max(0.0, loop.time() - due))
+
+
+async def _bare(seconds: float) -> list:
+    lateness: list = []
+    stop = asyncio.Event()
+    ticker = asyncio.ensure_future(_ticker(lateness, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await ticker
+    return lateness
+
+
+async def _under_lock(path: str, hold: float) -> tuple[list, int]:
+    """Ticker lateness while single calls go on and another process holds the write lock for `hold` s."""
+    pq = _pq()
+    async with pq.Queue(path, durability="normal") as q:
+        first = await q.enqueue("noop", _payload(0))
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER, path, str(hold)], stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            loop = asyncio.get_running_loop()
+            line = await loop.run_in_executor(None, holder.stdout.readline)
+            if line.strip() != "locked":
+                raise RuntimeError(f"the lock holder did not start: {line!r}")
+            lateness: list = []
+            stop = asyncio.Event()
+            ticker = asyncio.ensure_future(_ticker(lateness, stop))
+            calls = []
+            end = loop.time() + hold + 0.5  # the whole hold, then half a second of catching up
+            i = 0
+            while loop.time() < end:
+                calls.append(asyncio.ensure_future(q.enqueue("noop", _payload(i))))
+                await q.get(first)  # a read: never waits for the lock in WAL mode
+                await asyncio.sleep(0.002)
+                i += 1
+            await asyncio.gather(*calls)
+            stop.set()
+            await ticker
+        finally:
+            holder.wait(timeout=60)
+    return lateness, len(calls)
+
+
+def measure_lag(hold: float = HOLD) -> dict:
+    tmp = tempfile.mkdtemp(prefix="prismq-bench-lag-")
+    try:
+        bare = _run(_bare(hold))
+        busy, calls = _run(_under_lock(os.path.join(tmp, "q.db"), hold))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ms = 1000.0
+    return {"queue": {"max": max(busy) * ms, "p99": _percentile(busy, 99) * ms},
+            "bare": {"max": max(bare) * ms, "p99": _percentile(bare, 99) * ms}, "calls": calls}
+
+
+class LoopLag:
+    """Lateness of a 1 ms ticker (ms): single calls while another process holds the write lock 2 s."""
+
+    params = [["queue", "bare"], ["max", "p99"]]
+    param_names = ["loop", "stat"]
+    unit = "ms"
+    timeout = 300
+    version = 1
+
+    def setup_cache(self):
+        return measure_lag() if _available() else None
+
+    def setup(self, cache, loop, stat):
+        if cache is None:
+            raise NotImplementedError("this prismq_queue lacks a single-call API")
+
+    def track_lateness(self, cache, loop, stat):
+        return cache[loop][stat]
+
+    track_lateness.pretty_name = "Loop lag: 1 ms ticker lateness, write lock held by another process"
