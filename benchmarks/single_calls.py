@@ -298,3 +298,118 @@ class LoopLag:
         return cache[loop][stat]
 
     track_lateness.pretty_name = "Loop lag: 1 ms ticker lateness, write lock held by another process"
+
+
+# ---------------------------------------------------------------- PostgreSQL: idle workers and inserts
+PG_ENV = "PRISMQ_BENCH_PG"
+IDLE_WORKERS = 4
+PG_N = 100 if SMOKE else 1500  # single enqueues per measured repeat
+
+_IDLE_WORKER = r"""
+import asyncio, sys
+from prismq_queue import Queue, Worker
+async def main():
+    async with Queue(sys.argv[1]) as q:
+        w = Worker(q, concurrency=50, poll_interval=30)
+        w.register("noop", lambda task: None)
+        run = asyncio.ensure_future(w.run())
+        await asyncio.sleep(0.3)
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        w.stop()
+        await run
+asyncio.run(main())
+"""
+
+
+def _pg_location(tag: str) -> str:
+    url = os.environ[PG_ENV]
+    return f"{url}{'&' if '?' in url else '?'}schema=prismq_bench_{tag}_{os.getpid()}"
+
+
+async def _drop_schema(location: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(os.environ[PG_ENV].split("?")[0])
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{location.rsplit("schema=", 1)[1]}" CASCADE')
+    finally:
+        await conn.close()
+
+
+def _pg_enqueue_rate(location: str, idle_workers: int, n: int) -> float:
+    """Single enqueues/s of one producer while `idle_workers` processes each run an idle Worker."""
+    pq = _pq()
+
+    async def enqueue():
+        async with pq.Queue(location) as q:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await q.enqueue("noop", _payload(i))
+            return n / (time.perf_counter() - t0)
+
+    _run(pq.Queue(location).open())  # create the schema before the workers race to
+    kids = [subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, location], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True) for _ in range(idle_workers)]
+    try:
+        for kid in kids:
+            if kid.stdout.readline().strip() != "ready":
+                raise RuntimeError("an idle worker did not start")
+        return _run(enqueue())
+    finally:
+        for kid in kids:
+            try:
+                kid.stdin.write("\n")
+                kid.stdin.flush()
+            except OSError:
+                pass
+        for kid in kids:
+            kid.wait(timeout=60)
+
+
+def measure_pg_wake(repeats: int = REPEATS) -> dict:
+    """{"none": rate with no idle worker, "idle": rate with IDLE_WORKERS idle} medians, interleaved."""
+    rates = {"none": [], "idle": []}
+    for r in range(1 if SMOKE else 0, repeats + 1):  # round 0 warms up (not under smoke: 8 process starts)
+        for key, workers in (("none", 0), ("idle", IDLE_WORKERS)):
+            location = _pg_location(f"wake{r}{key}")
+            try:
+                rate = _pg_enqueue_rate(location, workers, PG_N if r else max(20, PG_N // 10))
+            finally:
+                _run(_drop_schema(location))
+            if r:
+                rates[key].append(rate)
+    return {k: _median(v) for k, v in rates.items()}
+
+
+class IdleWorkersPg:
+    """PostgreSQL: single enqueues/s with 4 idle Worker processes / with none (1.0: they cost nothing)."""
+
+    params = [["postgresql"]]
+    param_names = ["backend"]
+    unit = "ratio"
+    timeout = 600
+    version = 1
+
+    def setup_cache(self):
+        if not os.environ.get(PG_ENV) or not _available():
+            return None
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError:
+            return None
+        return measure_pg_wake()
+
+    def setup(self, cache, backend):
+        if cache is None:
+            raise NotImplementedError(f"needs {PG_ENV} (a PostgreSQL server) and asyncpg")
+
+    def track_ratio(self, cache, backend):
+        return cache["idle"] / cache["none"]
+
+    track_ratio.pretty_name = "PostgreSQL: enqueue rate with 4 idle workers / with none"
+
+    def track_rate_with_idle_workers(self, cache, backend):
+        return cache["idle"]
+
+    track_rate_with_idle_workers.unit = "tasks/s"

@@ -5,7 +5,9 @@ asyncio lock), as calls on the SQLite backend take turns on its thread. A second
 connection, opened the first time a worker waits for work, LISTENs on the
 schema's channel: a trigger NOTIFYs it on every insert, and the cycle NOTIFYs it
 when tasks are handed back or recovered, so idle workers wake at once instead
-of polling.
+of polling. Only one listening process at a time, the one holding the watch (a
+session advisory lock), wakes its workers: an insert wakes one idle worker, not
+all of them, and the watch passes on when that worker has no free slot.
 
 A worker's round trip is one statement, so one network trip and one implicit
 transaction: it applies every finish record (arrays, one UPDATE per kind),
@@ -53,6 +55,13 @@ DURABILITY = ("normal", "full")
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
 MAX_LEVELS = 64
 TRANSIENT_RETRIES = 5
+# The watch (see "notification" below): how long the holder's workers may all be
+# busy before it hands the watch on, and how often a process that does not hold
+# it may try to take it when work is announced (in case the holder died without
+# handing it over: then work waits this long at most, as with a poll).
+HANDOVER_DELAY = 0.02
+TAKE_INTERVAL = 1.0
+WATCH_FREE = "watch"  # the payload that says the watch was handed over
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
 # Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
@@ -151,6 +160,11 @@ class PostgresBackend(Backend):
         self._listener_retry_at = 0.0
         self._notifications = 0  # notifications received so far
         self._seen = 0  # ... when the last claim started
+        self._watching = False  # this process holds the watch: notifications wake its workers
+        self._watch_lock: Optional[asyncio.Lock] = None  # one watch statement at a time on the listener
+        self._last_take = 0.0
+        self._handover: Optional[asyncio.TimerHandle] = None
+        self._take_later: Optional[asyncio.TimerHandle] = None
 
     # -- connection -----------------------------------------------------
 
@@ -187,6 +201,15 @@ class PostgresBackend(Backend):
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
+        for timer in (self._handover, self._take_later):
+            if timer is not None:
+                timer.cancel()
+        self._handover = self._take_later = None
+        if self._watching and self._listener is not None:
+            try:  # let another process take the watch now rather than at its next try
+                await asyncio.wait_for(self._hand_over(), 2)
+            except BaseException:
+                pass
         task, self._listener_task = self._listener_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -520,14 +543,29 @@ class PostgresBackend(Backend):
         return await self._run(op)
 
     # -- notification ----------------------------------------------------
+    #
+    # Every process with an idle worker LISTENs, but waking them all on every
+    # insert (each then runs a claim, all but one in vain) costs the server more
+    # than the inserts themselves. So only the process that holds the watch, a
+    # session advisory lock taken on its LISTEN connection, wakes its workers.
+    # It keeps the watch while a worker of its own waits for work; once none has
+    # for HANDOVER_DELAY and no round trip is under way (all slots busy) it lets
+    # go and announces it, and an idle
+    # process takes it and looks for work at once. A holder that dies loses the
+    # lock with its session; the others try to take it when work is announced.
 
     def arm(self, wake: Callable[[], None]) -> None:
         self._wakes.add(wake)
+        if self._handover is not None:
+            self._handover.cancel()
+            self._handover = None
         if self._conn is None:
             return
         if self._listener is not None:
             if self._notifications != self._seen:
                 wake()  # work announced since the last claim began, which that claim may have missed
+            if not self._watching:
+                self._take(at_once=False)
             return
         if self._listener_task is None and time.monotonic() >= self._listener_retry_at:
             try:
@@ -538,6 +576,13 @@ class PostgresBackend(Backend):
 
     def disarm(self, wake: Callable[[], None]) -> None:
         self._wakes.discard(wake)
+        if not self._wakes and self._watching and self._handover is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            # A worker disarms for every round trip, too: hand over only if none comes back.
+            self._handover = loop.call_later(HANDOVER_DELAY, self._hand_over_if_busy)
 
     async def _listen(self) -> None:
         try:
@@ -559,23 +604,97 @@ class PostgresBackend(Backend):
             return
         conn.add_termination_listener(self._on_listener_lost)
         self._listener = conn
+        self._watch_lock = asyncio.Lock()
         # Work committed before LISTEN took effect was announced to nobody: let
         # every armed worker look once.
         self._fire()
+        self._take(at_once=True)
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if payload == WATCH_FREE:
+            if self._wakes and not self._watching and pid != conn.get_server_pid():
+                self._take(at_once=True)
+            return
         self._notifications += 1
-        self._fire()
+        if self._watching:
+            self._fire()
+        elif self._wakes:
+            self._take(at_once=False)  # no one may be watching any more (a holder that died)
 
     def _on_listener_lost(self, conn: Any) -> None:
         if self._listener is conn:
             self._listener = None
             self._listener_task = None
+            self._watching = False  # the lock went with the session
             self._fire()  # let workers look, and listen again when they next wait
 
     def _fire(self) -> None:
         for wake in list(self._wakes):
             wake()
+
+    def _take(self, at_once: bool) -> None:
+        """Try to take the watch, in the background, if a worker here waits for work.
+
+        `at_once` skips the rate limit; a try the limit holds back is made when it allows.
+        """
+        if self._listener is None or self._watching or not self._wakes:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._last_take + TAKE_INTERVAL - time.monotonic()
+        if not at_once and wait > 0:
+            if self._take_later is None:
+                self._take_later = loop.call_later(wait, self._take_deferred)
+            return
+        if self._take_later is not None:
+            self._take_later.cancel()
+            self._take_later = None
+        self._last_take = time.monotonic()
+        loop.create_task(self._try_take(self._listener))
+
+    def _take_deferred(self) -> None:
+        self._take_later = None
+        self._take(at_once=True)
+
+    async def _try_take(self, listener: "asyncpg.Connection") -> None:
+        async with self._watch_lock:
+            if self._watching or listener is not self._listener:
+                return
+            try:
+                taken = await listener.fetchval(self._q["watch_take"])
+            except Exception:  # noqa: BLE001 - a lost listener is handled by _on_listener_lost
+                return
+            if not taken:
+                return
+            if listener is not self._listener:  # lost meanwhile: the lock went with it
+                return
+            self._watching = True
+        # Work announced while nobody watched (or while the last holder was busy)
+        # woke nobody: look once.
+        self._fire()
+        if not self._wakes:
+            self.disarm(lambda: None)  # (starts the hand-over timer)
+
+    def _hand_over_if_busy(self) -> None:
+        self._handover = None
+        if not self._watching or self._wakes or self._listener is None:
+            return
+        if self._lock is not None and self._lock.locked():
+            # A round trip is under way (a slow one, on a loaded server): its worker
+            # may well come back for more work. Look again later.
+            self._handover = asyncio.get_running_loop().call_later(HANDOVER_DELAY, self._hand_over_if_busy)
+            return
+        asyncio.get_running_loop().create_task(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        async with self._watch_lock:
+            listener = self._listener
+            if not self._watching or listener is None:
+                return
+            self._watching = False
+            try:
+                await listener.fetchval(self._q["watch_hand_over"])
+            except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
+                pass
 
 
 def _breaks_connection(exc: BaseException) -> bool:

@@ -1,0 +1,137 @@
+"""PostgreSQL: an insert wakes one idle worker, not every one (no LISTEN/NOTIFY thundering herd).
+
+Each Queue here is its own connection pair (work + LISTEN), as a separate process would
+have; the workers count the round trips they make, which is what a stampede costs.
+"""
+
+import asyncio
+
+import pytest
+
+from prismq_queue import Queue, Worker
+
+pytest.importorskip("asyncpg", reason="the PostgreSQL backend needs asyncpg (pip install -e '.[test]')")
+
+
+class _Idle:
+    """A Worker on a Queue of its own, counting its backend's round trips (cycles)."""
+
+    def __init__(self, location, concurrency, handler):
+        self.queue = Queue(location)
+        self.concurrency = concurrency
+        self.handler = handler
+        self.cycles = 0
+        self.ran = []
+
+    async def start(self):
+        await self.queue.open()
+        backend = self.queue.backend
+        cycle = backend.cycle
+
+        async def counting(*args):
+            self.cycles += 1
+            return await cycle(*args)
+
+        backend.cycle = counting
+        self.worker = Worker(self.queue, concurrency=self.concurrency, poll_interval=30, handle_signals=False)
+
+        async def run(task):
+            self.ran.append(task.id)
+            await self.handler(task)
+
+        self.worker.register("t", run)
+        self.runner = asyncio.ensure_future(self.worker.run())
+
+    async def stop(self):
+        self.worker.stop()
+        await asyncio.wait_for(self.runner, 20)
+        await self.queue.close()
+
+
+async def _until(predicate, seconds=20):
+    for _ in range(int(seconds / 0.01)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.01)
+    return predicate()
+
+
+async def _noop(task):
+    return None
+
+
+async def test_single_enqueues_wake_one_idle_worker_not_all(pg_location):
+    idle = [_Idle(pg_location, 50, _noop) for _ in range(4)]
+    for w in idle:
+        await w.start()
+    try:
+        await asyncio.sleep(0.5)  # every worker is waiting, every LISTEN is in place
+        before = sum(w.cycles for w in idle)
+        n = 60
+        async with Queue(pg_location) as producer:
+            for i in range(n):
+                await producer.enqueue("t", i)
+                # one at a time, each done before the next: a woken worker finds its task
+                assert await _until(lambda: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+        trips = sum(w.cycles for w in idle) - before
+        # Each task takes a trip to claim it and one to acknowledge it (with the claim of the
+        # next, often). Waking all four idle workers would add three empty claims per task.
+        assert trips <= 3 * n, f"{trips} round trips for {n} tasks: idle workers were woken in vain"
+    finally:
+        for w in idle:
+            await w.stop()
+
+
+async def test_the_watch_passes_on_when_its_worker_is_full(pg_location):
+    """A batch larger than one worker's slots reaches the other idle workers without a poll."""
+    release = asyncio.Event()
+    started = []
+
+    async def hold(task):
+        started.append(task.id)
+        await release.wait()
+
+    idle = [_Idle(pg_location, 1, hold) for _ in range(3)]
+    for w in idle:
+        await w.start()
+    try:
+        await asyncio.sleep(0.5)
+        async with Queue(pg_location) as producer:
+            await producer.enqueue_many([("t", i) for i in range(3)])  # one notification
+        # poll_interval is 30 s: only the watch passing from full worker to idle worker starts them all
+        assert await _until(lambda: len(started) == 3), f"only {len(started)} of 3 tasks started"
+        assert sorted(len(w.ran) for w in idle) == [1, 1, 1]
+    finally:
+        release.set()
+        for w in idle:
+            await w.stop()
+
+
+async def test_a_lost_watch_is_taken_over(pg_url, pg_location):
+    """The holder's LISTEN session dies (its process was killed): the other idle worker takes the watch."""
+    import asyncpg
+
+    idle = [_Idle(pg_location, 50, _noop) for _ in range(2)]
+    for w in idle:
+        await w.start()
+    try:
+        await asyncio.sleep(0.5)
+        holders = [w for w in idle if w.queue.backend._watching]
+        assert len(holders) == 1
+        holder, other = holders[0], [w for w in idle if w is not holders[0]][0]
+        # Stop the holder as a killed process would stop: its session ends, nobody hands over.
+        holder.worker.stop()
+        await asyncio.wait_for(holder.runner, 20)
+        listener = holder.queue.backend._listener
+        conn = await asyncpg.connect(pg_url.split("?")[0])
+        try:
+            await conn.execute("SELECT pg_terminate_backend($1)", listener.get_server_pid())
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.3)
+        async with Queue(pg_location) as producer:
+            await producer.enqueue("t", "after")
+        assert await _until(lambda: len(other.ran) == 1), "the remaining idle worker was not woken"
+    finally:
+        for w in idle:
+            await w.stop()
