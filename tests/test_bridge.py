@@ -184,10 +184,13 @@ async def test_big_payloads_and_batches_go_to_the_database_thread(db_path):
     async with Queue(db_path) as q:
         hops = _count_hops(q)
         await q.enqueue("t", "x" * 100_000)
-        await q.enqueue_many([("t", i) for i in range(10)])
-        tasks = await q.claim("w", limit=5)
-        assert len(tasks) == 5
+        await q.enqueue_many([("t", i) for i in range(100)])
+        tasks = await q.claim("w", limit=100)  # up to 100 rows: too many for the loop's thread
+        assert len(tasks) == 100
         assert len(hops) == 3
+        await q.enqueue_many([("t", i) for i in range(50)])
+        assert len(await q.claim("w", limit=50)) == 50  # an idle Worker's batch: short enough
+        assert len(hops) == 4  # (the enqueue_many)
 
 
 async def test_a_claim_that_recovers_expired_leases_goes_to_the_database_thread(db_path):

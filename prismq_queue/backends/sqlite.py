@@ -35,8 +35,12 @@ SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
 MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
 # A single call may run on the event loop's thread (see _call) only if it is short:
-# one row, and no text longer than this (a payload, a result, an error).
+# one row written, and no text longer than this (a payload, a result, an error) ...
 SHORT_TEXT = 16 * 1024
+# ... and claims at most this many tasks: an idle Worker's claim (its whole batch, 50 by
+# default) when work arrives, a few hundred microseconds at most on the loop's thread,
+# so that enqueue -> handler start in one process needs no hop at all.
+SHORT_CLAIM = 64
 SHORT_RUN = 0.0005  # seconds of direct calls in a row before other coroutines get a turn
 
 
@@ -263,7 +267,7 @@ class SQLiteBackend(Backend):
 
     async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
-        short = (len(finishes) <= 1 and (claim is None or claim.limit <= 1)
+        short = (len(finishes) <= 1 and (claim is None or claim.limit <= SHORT_CLAIM)
                  and all(len(f[3] or "") <= SHORT_TEXT for f in finishes)
                  and (partial(self._no_expired_lease, now) if recover else True))
         return await self._write(self._cycle, finishes, claim, recover, now, short=short)
