@@ -7,6 +7,7 @@ from json.encoder import c_make_encoder, encode_basestring
 import math
 import os
 import random
+import secrets
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -38,17 +39,89 @@ _decode = json.loads
 _RUNNING = TaskStatus.RUNNING
 
 
+#: Deepest nesting of lists and dicts a payload or result may have. The C decoder
+#: recurses once per level and fails near 1,000 levels at the default recursion
+#: limit, less when called deep in a worker's stack; no real payload comes close.
+MAX_NESTING = 256
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_structure(value: Any, depth: int) -> None:
+    """Refuse what JSON would not give back as it was: non-string keys, and nesting too deep to decode."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"it nests more than {MAX_NESTING} levels deep (or refers to itself)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                # JSON turns 1 into "1": {1: "a", "1": "b"} would come back as {"1": "b"}.
+                raise ValueError(f"dict key {key!r} is not a string (JSON keys are strings)")
+            if isinstance(item, _CONTAINERS):
+                _check_structure(item, depth + 1)
+    else:
+        for item in value:
+            if isinstance(item, _CONTAINERS):
+                _check_structure(item, depth + 1)
+
+
+def _encode_checked(value: Any) -> str:
+    """JSON text of `value` that both databases can store and decode back; ValueError/TypeError if not."""
+    if isinstance(value, _CONTAINERS):
+        _check_structure(value, 1)
+    text = _encode(value)
+    if not text.isascii():
+        # A lone surrogate (a file name decoded with os.fsdecode) encodes to JSON
+        # but not to UTF-8: neither database could store it.
+        text.encode("utf-8")
+    return text
+
+
 def encode_json(value: Any, what: str) -> str:
     """JSON text of `value`, or PayloadError: payloads and results are JSON, never pickle."""
     try:
-        return _encode(value)
+        return _encode_checked(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise PayloadError(f"{what} is not JSON-serializable: {exc}") from None
+        raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from None
+
+
+def storable_text(text: str) -> str:
+    """`text` with what UTF-8 cannot hold (lone surrogates) written as backslash escapes."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_text(error: Any) -> str:
+    """The text stored for a failed attempt: never raises, always storable."""
+    try:
+        if isinstance(error, str):
+            text = error
+        elif isinstance(error, BaseException):
+            text = f"{type(error).__name__}: {error}"
+        else:
+            text = str(error)
+    except Exception:  # an exception whose __str__ itself fails
+        text = f"{type(error).__name__}: <error text unavailable: its str() raised>"
+    return storable_text(text)
+
+
+def check_seconds(name: str, value: Any, minimum: float = 0.0, allow_equal: bool = False) -> float:
+    """`value` as float if it is a finite number of seconds above `minimum` (or equal, if allowed)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < minimum or (value == minimum and not allow_equal)):
+        bound = ">=" if allow_equal else ">"
+        raise InvalidArgument(f"{name} must be a finite number of seconds {bound} {minimum:g}, got {value!r}")
+    return float(value)
 
 
 def _check_type(task_type: Any) -> str:
     if not isinstance(task_type, str) or not task_type.strip():
         raise InvalidArgument(f"task type must be a non-empty string, got {task_type!r}")
+    if storable_text(task_type) is not task_type:
+        raise InvalidArgument(f"task type {task_type!r} holds text that is not valid Unicode")
     return task_type
 
 
@@ -65,7 +138,10 @@ def _due_time(now: float, delay: Any, run_at: Any) -> float:
         if delay not in (None, 0, 0.0):
             raise InvalidArgument("give either delay or run_at, not both")
         if isinstance(run_at, datetime):
-            return run_at.timestamp()  # a naive datetime is taken as local time
+            try:
+                return run_at.timestamp()  # a naive datetime is taken as local time
+            except (ValueError, OverflowError, OSError) as exc:  # datetime.min in a zone east of UTC, ...
+                raise InvalidArgument(f"run_at {run_at!r} is not a representable time: {exc}") from None
         if isinstance(run_at, bool) or not isinstance(run_at, (int, float)) or not math.isfinite(run_at):
             raise InvalidArgument(f"run_at must be a datetime or epoch seconds, got {run_at!r}")
         return float(run_at)
@@ -163,11 +239,12 @@ class Queue:
             for item in items:
                 if type(item) is tuple and len(item) == 2:
                     task_type, payload = item
-                    if type(task_type) is not str or not task_type or task_type.isspace():
-                        _check_type(None if type(task_type) is str else task_type)
+                    if type(task_type) is not str or not task_type or task_type.isspace() \
+                            or not task_type.isascii():
+                        _check_type(task_type)
                     limit = max_attempts or (policies[task_type].max_attempts if task_type in policies
                                              else default_max)
-                    append((task_type, _encode(payload), prio, due, limit, now, None))
+                    append((task_type, _encode_checked(payload), prio, due, limit, now, None))
                     continue
                 task_type, payload, options = self._unpack(item)
                 opts = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
@@ -181,7 +258,7 @@ class Queue:
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             if isinstance(exc, InvalidArgument):
                 raise
-            raise PayloadError(f"payload of task {len(rows)} is not JSON-serializable: {exc}") from None
+            raise PayloadError(f"payload of task {len(rows)} cannot be stored as JSON: {exc}") from None
         if not rows:
             return []
         return await self._insert(rows)
@@ -219,8 +296,10 @@ class Queue:
             max_attempts = self._policies.get(task_type, self.retry).max_attempts
         elif _check_int("max_attempts", max_attempts) < 1:
             raise InvalidArgument(f"max_attempts must be >= 1, got {max_attempts!r}")
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise InvalidArgument(f"idempotency_key must be a non-empty string or None, got {idempotency_key!r}")
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
+                                            or storable_text(idempotency_key) is not idempotency_key):
+            raise InvalidArgument(f"idempotency_key must be a non-empty string of valid Unicode or None, "
+                                  f"got {idempotency_key!r}")
         due = now if (delay == 0 and run_at is None) else _due_time(now, delay, run_at)
         return (task_type, encode_json(payload, "payload"), priority, due, max_attempts, now, idempotency_key)
 
@@ -243,10 +322,14 @@ class Queue:
             strategy = Strategy(strategy)
         except ValueError:
             raise InvalidArgument(f"unknown strategy {strategy!r}") from None
-        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
-            raise InvalidArgument(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) \
+                or not 0 < lease_seconds < math.inf:
+            raise InvalidArgument(f"lease_seconds must be a finite number of seconds > 0, got {lease_seconds!r}")
+        # The fencing token comes from the operating system, not from a generator
+        # seeded once: after os.fork() both processes would draw the same tokens,
+        # and a stale holder's completion would pass the fence.
         return ClaimRequest(worker_id, limit, strategy.value, time.time() + lease_seconds,
-                            self._rng.getrandbits(62))
+                            secrets.randbits(62))
 
     @staticmethod
     def _tasks(result: CycleResult, request: ClaimRequest) -> list[Task]:
@@ -266,8 +349,7 @@ class Queue:
 
     def fail_record(self, task: Task, error: Any, retry: bool = True) -> tuple:
         """The finish record for a failed attempt: a retry after backoff, or the dead letter."""
-        text = error if isinstance(error, str) else (f"{type(error).__name__}: {error}"
-                                                     if isinstance(error, BaseException) else str(error))
+        text = error_text(error)
         now = time.time()
         policy = self._policies.get(task.type, self.retry)
         if retry and policy.should_retry(task.attempts, task.max_attempts):
@@ -300,7 +382,7 @@ class Queue:
 
     async def extend_leases(self, tasks: Sequence[Task], lease_seconds: float) -> list[str]:
         """Extend many leases in one transaction; returns an outcome per task ("ok", "cancelled", "lost", ...)."""
-        until = time.time() + lease_seconds
+        until = time.time() + check_seconds("lease_seconds", lease_seconds)
         outcomes = await self._backend.extend([(t.id, t.token) for t in tasks], until)
         for task, outcome in zip(tasks, outcomes):
             if outcome == OK:
@@ -310,7 +392,7 @@ class Queue:
     async def extend_lease(self, task: Task, lease_seconds: float = 30.0) -> float:
         """Push the task's lease `lease_seconds` into the future; returns the new lease end."""
         self._check_task(task)
-        until = time.time() + lease_seconds
+        until = time.time() + check_seconds("lease_seconds", lease_seconds)
         (outcome,) = await self._backend.extend([(task.id, task.token)], until)
         raise_for_outcome(task, outcome)
         task.lease_until = until
@@ -382,6 +464,8 @@ class Queue:
 
     async def checkpoint(self, mode: str = "TRUNCATE") -> tuple:
         """Copy the write-ahead log into the database file (and, by default, truncate it)."""
+        if not isinstance(mode, str):
+            raise InvalidArgument(f"checkpoint mode must be a string such as 'TRUNCATE', got {mode!r}")
         return await self._backend.checkpoint(mode)
 
     async def vacuum(self) -> None:

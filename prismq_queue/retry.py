@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -19,8 +20,14 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise InvalidArgument(f"max_attempts must be an integer >= 1, got {self.max_attempts!r}")
+        for name in ("base_delay", "factor", "max_delay", "jitter"):
+            value = getattr(self, name)
+            # NaN passes every comparison below as False, and a NaN delay would
+            # store a run_at that is never due: only finite numbers are accepted.
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
         if self.base_delay < 0 or self.max_delay < 0:
             raise InvalidArgument("base_delay and max_delay must be >= 0")
         if self.factor < 1:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Union
 
 from .backends.base import CANCELLED, LOST, OK
 from .errors import InvalidArgument, PayloadError, QueueError
-from .queue import Queue, _check_type
+from .queue import Queue, _check_type, check_seconds
 from .retry import RetryPolicy
 from .strategy import Strategy
 from .task import Task
@@ -37,8 +37,11 @@ class Worker:
             raise InvalidArgument(f"Worker needs a Queue, got {queue!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgument(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if not lease_seconds > 0 or not grace_period >= 0 or not poll_interval > 0:
-            raise InvalidArgument("lease_seconds and poll_interval must be > 0, grace_period >= 0")
+        lease_seconds = check_seconds("lease_seconds", lease_seconds)
+        grace_period = check_seconds("grace_period", grace_period, allow_equal=True)
+        poll_interval = check_seconds("poll_interval", poll_interval)
+        if heartbeat_interval is not None:
+            heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
         try:
             self.strategy = Strategy(strategy)
         except ValueError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import sqlite3
@@ -78,6 +79,9 @@ class SQLiteBackend(Backend):
             raise DatabaseError("a queue needs a file on disk; ':memory:' cannot be shared by workers")
         if durability not in SYNCHRONOUS:
             raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) \
+                or not 0 <= busy_timeout < math.inf:  # NaN would never time out
+            raise InvalidArgument(f"busy_timeout must be a finite number of seconds >= 0, got {busy_timeout!r}")
         self.path = path
         self.url = f"sqlite:///{path}"
         self.durability = durability
@@ -93,6 +97,8 @@ class SQLiteBackend(Backend):
     # -- connection -----------------------------------------------------
 
     async def open(self) -> None:
+        if self._bridge is not None:  # already open: a second connection would only leak
+            return
         check_location(self.path)
         bridge = SQLiteBridge(self._connect)
         try:
