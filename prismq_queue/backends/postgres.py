@@ -27,7 +27,7 @@ import re
 import time
 from collections import Counter
 from typing import Any, Callable, Optional, Sequence
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 try:
     import asyncpg
@@ -96,29 +96,51 @@ def _clean_text(value: Optional[str]) -> Optional[str]:
     return value
 
 
+def _is_secret(key: str) -> bool:
+    return "password" in key.lower()  # password, sslpassword, ...
+
+
+def _mask_netloc(netloc: str) -> str:
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            return userinfo.split(":", 1)[0] + ":***@" + host
+    return netloc
+
+
+def mask_url(url: str) -> str:
+    """`url` with every password (user:password@ or ?password=) replaced by ***, for messages."""
+    try:
+        parts = urlsplit(url)
+        query = [(k, "***" if _is_secret(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        return urlunsplit((parts.scheme, _mask_netloc(parts.netloc), parts.path, urlencode(query, safe="*"),
+                           parts.fragment))
+    except ValueError:  # not even a URL: show nothing of it rather than a secret
+        return "<unparsable URL>"
+
+
 def parse_url(url: str, schema: Optional[str]) -> tuple[str, str, str]:
     """Split a postgresql:// URL into (dsn for asyncpg, schema, URL safe to print)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidArgument(f"not a valid PostgreSQL URL: {mask_url(url)} ({exc})") from None
     if parts.scheme.lower() not in SCHEMES:
-        raise InvalidArgument(f"not a PostgreSQL URL: {url!r}")
+        raise InvalidArgument(f"not a PostgreSQL URL: {mask_url(url)!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     from_url = [v for k, v in query if k == "schema"]
     rest = [(k, v) for k, v in query if k != "schema"]
     if len(from_url) > 1 or (from_url and schema is not None and from_url[0] != schema):
-        raise InvalidArgument(f"the schema is given twice, differently, in {url!r} and schema={schema!r}")
+        raise InvalidArgument(f"the schema is given twice, differently, in {mask_url(url)!r} and schema={schema!r}")
     if schema is None:
         schema = from_url[0] if from_url else DEFAULT_SCHEMA
     if not isinstance(schema, str) or not SCHEMA_NAME.match(schema) or schema.lower().startswith("pg_"):
         raise InvalidArgument(f"schema must be a plain identifier (letters, digits, _; at most 56 characters; "
                               f"not starting with pg_), got {schema!r}")
     dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = userinfo.split(":", 1)[0] + ":***@" + host
-    shown = urlunsplit(("postgresql", netloc, parts.path, urlencode(rest + [("schema", schema)], quote_via=quote),
-                        ""))
+    shown_query = [(k, "***" if _is_secret(k) else v) for k, v in rest] + [("schema", schema)]
+    shown = urlunsplit(("postgresql", _mask_netloc(parts.netloc), parts.path,
+                        urlencode(shown_query, quote_via=quote, safe="*"), ""))
     return dsn, schema, shown
 
 
@@ -136,6 +158,7 @@ class PostgresBackend(Backend):
                     or not math.isfinite(value):
                 raise InvalidArgument(f"{name} must be a number of seconds > 0, got {value!r}")
         self.dsn, self.schema, self.url = parse_url(url, schema)
+        self._secrets = _secrets_of(self.dsn)
         self.durability = durability
         self.busy_timeout = float(busy_timeout)
         self.connect_timeout = float(connect_timeout)
@@ -183,8 +206,8 @@ class PostgresBackend(Backend):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise DatabaseError(f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}: {exc}") \
-                from None
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self.url}: {type(exc).__name__}: "
+                                f"{self._scrub(str(exc))}") from None
 
     async def open(self) -> None:
         if self._conn is not None:
@@ -276,6 +299,14 @@ class PostgresBackend(Backend):
             while True:
                 try:
                     return await fn(self._conn, *args)
+                except asyncio.CancelledError:
+                    # Cancelled mid-call, the connection may be left inside a
+                    # transaction (asyncpg cannot roll back while the cancelled
+                    # statement is still in flight): later calls would run in it,
+                    # uncommitted, or fail as "current transaction is aborted".
+                    # Drop it; the server rolls back, and the next call connects again.
+                    self._conn.terminate()
+                    raise
                 except asyncpg.TransactionRollbackError as exc:  # deadlock or serialization failure
                     attempt += 1
                     if attempt > TRANSIENT_RETRIES:
@@ -288,11 +319,22 @@ class PostgresBackend(Backend):
                         self._conn.terminate()  # the next call connects again
                     raise self._translate(exc) from exc
 
+    def _scrub(self, text: str) -> str:
+        """`text` with the URL's passwords blotted out (a driver error may quote its connection string)."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
     def _translate(self, exc: BaseException) -> QueueError:
+        error = self._translate_unscrubbed(exc)
+        text = self._scrub(str(error))
+        return error if text == str(error) else type(error)(text)
+
+    def _translate_unscrubbed(self, exc: BaseException) -> QueueError:
         if isinstance(exc, asyncpg.LockNotAvailableError):
             return QueueBusy(f"{self.url}: a row stayed locked for longer than busy_timeout "
                              f"({self.busy_timeout:g} s): {exc}")
-        if isinstance(exc, asyncpg.DataError):
+        if isinstance(exc, (asyncpg.DataError, UnicodeEncodeError)):
             return InvalidArgument(f"PostgreSQL cannot store a value: {exc}")
         if isinstance(exc, (asyncpg.InsufficientPrivilegeError,)):
             return DatabaseError(f"{self.url}: permission denied ({exc}); the queue's user needs to create "
@@ -695,6 +737,18 @@ class PostgresBackend(Backend):
                 await listener.fetchval(self._q["watch_hand_over"])
             except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
                 pass
+
+
+def _secrets_of(dsn: str) -> list[str]:
+    """The password values in a DSN, as written and decoded, longest first (so none is left half-masked)."""
+    parts = urlsplit(dsn)
+    found = set()
+    if parts.password:
+        found.update({parts.password, unquote(parts.password)})
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if _is_secret(key) and value:
+            found.update({value, quote(value, safe="")})
+    return sorted((s for s in found if s), key=len, reverse=True)
 
 
 def _breaks_connection(exc: BaseException) -> bool:
