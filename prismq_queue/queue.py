@@ -7,14 +7,13 @@ from json.encoder import c_make_encoder, encode_basestring
 import math
 import os
 import random
-import secrets
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from . import backends
 from .backends.base import CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETRY, ClaimRequest, CycleResult
-from .errors import InvalidArgument, LeaseLost, PayloadError, TaskCancelled, TaskNotFound
+from .errors import DatabaseError, InvalidArgument, LeaseLost, PayloadError, TaskCancelled, TaskNotFound
 from .retry import RetryPolicy
 from .strategy import Strategy
 from .task import Task, TaskStatus
@@ -36,6 +35,13 @@ else:  # pragma: no cover - CPython always has the C encoder
     _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,
                                default=_unencodable).encode
 _decode = json.loads
+
+# Fencing tokens: one generator per process, seeded afresh in every child after
+# os.fork(). A generator seeded once and inherited would give parent and child
+# the same tokens, and a stale holder's completion would pass the fence.
+_tokens = random.Random()
+_token_bits = _tokens.getrandbits
+os.register_at_fork(after_in_child=_tokens.seed)
 _RUNNING = TaskStatus.RUNNING
 
 
@@ -43,6 +49,7 @@ _RUNNING = TaskStatus.RUNNING
 #: recurses once per level and fails near 1,000 levels at the default recursion
 #: limit, less when called deep in a worker's stack; no real payload comes close.
 MAX_NESTING = 256
+_DEEP_TEXT = 2 * MAX_NESTING  # JSON text longer than this may nest deeper than MAX_NESTING
 _CONTAINERS = (dict, list, tuple)
 
 
@@ -65,9 +72,18 @@ def _check_structure(value: Any, depth: int) -> None:
 
 def _encode_checked(value: Any) -> str:
     """JSON text of `value` that both databases can store and decode back; ValueError/TypeError if not."""
-    if isinstance(value, _CONTAINERS):
-        _check_structure(value, 1)
     text = _encode(value)
+    # Every dict writes a "{", and nesting n deep takes 2n characters: text with
+    # neither holds no key to check and no depth to fear. A lone flat dict, the
+    # usual payload, needs only its own keys checked: "".join does that in C.
+    if "{" in text or len(text) > _DEEP_TEXT:
+        if type(value) is dict and len(text) <= _DEEP_TEXT and text.count("{") == 1:
+            try:
+                "".join(value)
+            except TypeError:
+                _check_structure(value, 1)  # raises, naming the key
+        elif isinstance(value, _CONTAINERS):
+            _check_structure(value, 1)
     if not text.isascii():
         # A lone surrogate (a file name decoded with os.fsdecode) encodes to JSON
         # but not to UTF-8: neither database could store it.
@@ -80,7 +96,13 @@ def encode_json(value: Any, what: str) -> str:
     try:
         return _encode_checked(value)
     except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise PayloadError(f"{what} cannot be stored as JSON: {exc}") from None
+        raise PayloadError(f"{what} cannot be stored as JSON: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):  # the encoder's own limit, below MAX_NESTING deep in a stack
+        return f"it nests more than {MAX_NESTING} levels deep (or refers to itself)"
+    return str(exc)
 
 
 def storable_text(text: str) -> str:
@@ -158,12 +180,20 @@ def _task_from_claim(row: tuple, lease_until: float, token: int, worker_id: str)
                 lease_until, token, worker_id, None, None, key)
 
 
+def _decode_stored(text: str, task_id: int, what: str) -> Any:
+    try:
+        return _decode(text)
+    except RecursionError:  # stored by a version that did not limit nesting
+        raise DatabaseError(f"task {task_id}: its stored {what} nests too deeply to decode "
+                            f"(more than this interpreter's recursion limit allows)") from None
+
+
 def _task_from_row(row: tuple) -> Task:
     (tid, ttype, payload, priority, status, attempts, max_attempts, run_at, created_at,
      lease_until, token, worker_id, result, error, key, finished_at) = row
-    return Task(tid, ttype, _decode(payload), priority, TaskStatus(status), attempts, max_attempts, run_at,
-                created_at, lease_until, token, worker_id, None if result is None else _decode(result), error,
-                key, finished_at)
+    return Task(tid, ttype, _decode_stored(payload, tid, "payload"), priority, TaskStatus(status), attempts,
+                max_attempts, run_at, created_at, lease_until, token, worker_id,
+                None if result is None else _decode_stored(result, tid, "result"), error, key, finished_at)
 
 
 class Queue:
@@ -258,7 +288,7 @@ class Queue:
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             if isinstance(exc, InvalidArgument):
                 raise
-            raise PayloadError(f"payload of task {len(rows)} cannot be stored as JSON: {exc}") from None
+            raise PayloadError(f"payload of task {len(rows)} cannot be stored as JSON: {_reason(exc)}") from None
         if not rows:
             return []
         return await self._insert(rows)
@@ -325,11 +355,8 @@ class Queue:
         if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, (int, float)) \
                 or not 0 < lease_seconds < math.inf:
             raise InvalidArgument(f"lease_seconds must be a finite number of seconds > 0, got {lease_seconds!r}")
-        # The fencing token comes from the operating system, not from a generator
-        # seeded once: after os.fork() both processes would draw the same tokens,
-        # and a stale holder's completion would pass the fence.
         return ClaimRequest(worker_id, limit, strategy.value, time.time() + lease_seconds,
-                            secrets.randbits(62))
+                            _token_bits(62))
 
     @staticmethod
     def _tasks(result: CycleResult, request: ClaimRequest) -> list[Task]:

@@ -3,8 +3,10 @@ error, or stored and read back exactly; never accepted and then poisoning later 
 
 import asyncio
 import math
+import os
 import threading
 import time
+import tracemalloc
 from datetime import datetime
 
 import pytest
@@ -217,3 +219,118 @@ async def test_open_twice_leaks_nothing(location):
     async with Queue(location) as q:
         assert await total(q) == 1
 
+
+
+# -- item 9: fencing tokens after os.fork() -----------------------------------------------------
+
+def test_forked_processes_draw_different_tokens(location):
+    # A Queue made before fork, as a pre-forking server does: if both processes
+    # drew the same tokens, a stale holder's complete() would pass the fence.
+    async def setup():
+        async with Queue(location) as q:
+            return await q.enqueue_many([("t", 1), ("t", 2)])
+
+    ids = asyncio.run(setup())
+    shared = Queue(location)
+
+    async def claim_one():
+        await shared.open()
+        try:
+            (task,) = await shared.claim("w")
+            return task.token
+        finally:
+            await shared.close()
+
+    pid = os.fork()
+    if pid == 0:  # the child: claim one task, report through the database, leave at once
+        code = 1
+        try:
+            asyncio.run(claim_one())
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    asyncio.run(claim_one())
+
+    async def tokens():
+        async with Queue(location) as q:
+            return [(await q.get(i)).token for i in ids]
+
+    first, second = asyncio.run(tokens())
+    assert first is not None and second is not None and first != second
+
+
+# -- item 13: ids are never reused -------------------------------------------------------------
+
+async def test_purged_ids_are_never_reused(queue):
+    ids = await queue.enqueue_many([("t", i) for i in range(3)])
+    for task in await queue.claim("w", limit=3):
+        await queue.complete(task)
+    assert await queue.purge(0) == 3
+    fresh = await queue.enqueue("t", "new")
+    keyed = await queue.enqueue_many([("t", "keyed", {"idempotency_key": "k"})])
+    assert fresh > max(ids) and keyed[0] > fresh
+    assert await queue.cancel(ids[-1]) is False  # an old id names nobody's new task
+    assert (await queue.get(fresh)).status == TaskStatus.QUEUED
+
+
+# -- item 17: WEIGHTED_RANDOM claim cost ------------------------------------------------------
+
+async def test_weighted_claim_with_a_huge_limit(queue):
+    await queue.enqueue_many([("t", i, {"priority": i}) for i in range(3)])
+    tracemalloc.start()
+    try:
+        tasks = await queue.claim("w", limit=10**7, strategy=Strategy.WEIGHTED_RANDOM)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert sorted(t.payload for t in tasks) == [0, 1, 2]
+    assert peak < 4 * 2**20  # was 111 MiB: one drawn slot per unit of limit
+    one = await queue.enqueue("t", "last", priority=7)
+    assert [t.id for t in await queue.claim("w", limit=2**40, strategy=Strategy.WEIGHTED_RANDOM)] == [one]
+    assert await queue.claim("w", limit=2**62, strategy=Strategy.WEIGHTED_RANDOM) == []
+
+
+async def test_weighted_claim_finds_due_levels_in_one_statement(db_path):
+    # 2,000 priority levels hold only delayed tasks, one level above them a due
+    # one: the claim must not pay a Python round of statements per delayed level.
+    async with Queue(db_path) as q:
+        await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(2000)])
+        due = await q.enqueue("t", "due", priority=5000)
+        statements = []
+        backend = q.backend  # the trace is set on the connection's own thread
+        await backend._call(lambda: backend._raw.set_trace_callback(statements.append))
+        try:
+            tasks = await q.claim("w", limit=10, strategy=Strategy.WEIGHTED_RANDOM)
+        finally:
+            await backend._call(lambda: backend._raw.set_trace_callback(None))
+        assert [t.id for t in tasks] == [due]
+        assert len(statements) < 20, len(statements)
+
+
+# -- item 18: a relative path and os.chdir() --------------------------------------------------
+
+async def test_relative_path_is_resolved_once_at_open(tmp_path, monkeypatch):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    async with Queue("tasks.db") as q:
+        os.chdir(elsewhere)  # the application moves on; the queue's helpers must not follow
+        woke = asyncio.Event()
+        q.arm(woke.set)  # starts the change watcher, on its own connection
+        try:
+            # Enough WAL for the checkpointer (its own connection, its own thread)
+            # to copy pages into the database file.
+            blob = "x" * 4096
+            for _ in range(8):
+                await q.enqueue_many([("t", blob) for _ in range(128)])
+            deadline = time.monotonic() + 60
+            while os.path.getsize(home / "tasks.db") < 2**20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:
+            q.disarm(woke.set)
+        assert os.path.getsize(home / "tasks.db") >= 2**20  # the checkpointer found the right WAL
+        assert (await q.stats())["total"] == 1024
+    assert os.listdir(elsewhere) == []  # no stray database made in the new directory

@@ -44,3 +44,54 @@ async def test_version_1_file_is_migrated_and_keeps_its_tasks(db_path):
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def _make_version_3_file(path, rows):
+    """A file as prismq_queue wrote it at schema 3 (INTEGER PRIMARY KEY without AUTOINCREMENT)."""
+    queries = load("sqlite")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for name in ("schema_1", "schema_2", "schema_3"):
+        for statement in queries[name].split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
+    for task_id, status, key in rows:
+        conn.execute("INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, "
+                     "created_at, idempotency_key, finished_at) VALUES (?, 'old', ?, 100, ?, 0, 5, 0, ?, ?)",
+                     (task_id, f'{{"n": {task_id}}}', status, key, 0 if status == "completed" else None))
+    conn.execute("PRAGMA user_version = 3")
+    conn.commit()
+    conn.close()
+
+
+async def test_version_3_file_migrates_and_never_reuses_ids(db_path):
+    _make_version_3_file(db_path, [(1, "completed", None), (2, "queued", "k2"), (3, "queued", None)])
+    async with Queue(db_path) as q:
+        assert [t.payload for t in await q.list_tasks()] == [{"n": 3}, {"n": 2}, {"n": 1}]
+        assert await q.enqueue("old", idempotency_key="k2") == 2  # the unique key index came through
+        (top,) = [t for t in await q.claim("w", limit=2) if t.id == 3]
+        await q.complete(top)
+        assert await q.purge(0) == 2  # tasks 1 and 3, the highest id among them
+        new = await q.enqueue("new")
+        assert new == 4  # not 3 again
+        assert await q.cancel(3) is False and (await q.get(new)).status == "queued"
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    assert {"prismq_ready_priority", "prismq_leases", "prismq_idempotency"} <= _indexes(db_path)
+
+
+async def test_ids_stay_unique_after_purging_everything_and_reopening(db_path):
+    async with Queue(db_path) as q:
+        first = await q.enqueue_many([("t", i) for i in range(5)])
+        for task in await q.claim("w", limit=5):
+            await q.complete(task)
+        await q.purge(0)
+    async with Queue(db_path) as q:  # a new connection: the high-water mark is in the file
+        plain = await q.enqueue("t")
+        keyed = await q.enqueue("t", idempotency_key="k")
+        batch = await q.enqueue_many([("t", 1), ("t", 2)])
+    assert plain == max(first) + 1 and keyed == plain + 1 and batch == [keyed + 1, keyed + 2]

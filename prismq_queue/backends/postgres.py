@@ -472,10 +472,13 @@ class PostgresBackend(Backend):
         # runs dry gives its slots back to the draw.
         lease_until, token, worker_id, limit = req.lease_until, req.token, req.worker_id, req.limit
         levels = [r[0] for r in await conn.fetch(self._q["ready_levels"], now, MAX_LEVELS)]
+        # Draw only as many slots as there are due tasks: the draw's cost follows
+        # the tasks returned, not `limit` (a limit of 2**40 is not an allocation).
+        target = await conn.fetchval(self._q["due_count"], now, levels, limit) if levels else 0
         claimed: list[tuple] = []
         next_due = next_expiry = None
         fetched = False
-        wanted = limit
+        wanted = target
         while wanted > 0 and levels:
             base = levels[0]
             draws = Counter(self._rng.choices(levels, [1.0 / (1 + p - base) for p in levels], k=wanted))
@@ -487,7 +490,7 @@ class PostgresBackend(Backend):
             got = Counter(r[3] for r in rows)
             levels = [p for p in levels if got[p] >= draws[p]]  # the levels that ran dry drop out
             claimed.extend(rows)
-            wanted = limit - len(claimed)
+            wanted = target - len(claimed)
             fetched = True
         if not fetched:  # nothing was ready: still say when something will be
             records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now, 0, [], [])

@@ -29,8 +29,8 @@ from .sqlite_checkpointer import Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"]}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"], 4: Q["schema_4"]}
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
@@ -99,6 +99,9 @@ class SQLiteBackend(Backend):
     async def open(self) -> None:
         if self._bridge is not None:  # already open: a second connection would only leak
             return
+        # Resolved once: the checkpointer and the change watcher open the file
+        # again later, from other threads, after the application may have chdir'd.
+        self.path = os.path.abspath(self.path)
         check_location(self.path)
         bridge = SQLiteBridge(self._connect)
         try:
@@ -251,13 +254,19 @@ class SQLiteBackend(Backend):
 
     @staticmethod
     def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
-        first = c.execute(Q["max_id"]).fetchone()[0] + 1
+        top, floor = c.execute(Q["id_range"]).fetchone()
+        first = max(top, floor) + 1  # above every id ever given, purged ones included
         if all(row[6] is None for row in rows):
             # Without keys nothing can conflict: one executemany, and the ids are
             # first .. first+n-1 (each row takes the largest id plus one, and we
             # hold the write lock). Checked, because ids are what callers keep.
-            c.executemany(Q["insert_plain"], rows)
             last = first + len(rows) - 1
+            if floor > top:
+                # purge() deleted the newest tasks, whose ids SQLite would give
+                # again: the first row takes its id explicitly, the rest follow.
+                c.execute(Q["insert_task"], (first, *rows[0]))
+                rows = rows[1:]
+            c.executemany(Q["insert_plain"], rows)
             if c.execute(Q["max_id"]).fetchone()[0] != last:
                 raise DatabaseError("row ids were not assigned consecutively; the batch was rolled back")
             return list(range(first, last + 1))
@@ -361,16 +370,15 @@ class SQLiteBackend(Backend):
     def _claim_weighted(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
         # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
         # low numbers are favoured, yet every level keeps a share, so nothing
-        # starves. Within a level tasks go first due, first out.
-        now = params["now"]
-        levels = []
-        for level in self._levels(c):
-            if c.execute(Q["level_has_ready"], (level, now)).fetchone():
-                levels.append(level)
-                if len(levels) == MAX_LEVELS:
-                    break
-        wanted = params["limit"]
+        # starves. Within a level tasks go first due, first out. Only as many
+        # slots are drawn as there are due tasks, so the cost follows the tasks
+        # returned, not `limit` (a limit of 2**40 is not an allocation).
+        due = c.execute(Q["ready_levels"], {"now": params["now"], "limit": params["limit"],
+                                            "max_levels": MAX_LEVELS}).fetchall()
+        levels = [level for level, _ in due]
+        target = min(params["limit"], sum(n for _, n in due))
         claimed: list[tuple] = []
+        wanted = target
         while wanted > 0 and levels:
             base = levels[0]
             weights = [1.0 / (1 + p - base) for p in levels]
@@ -381,7 +389,7 @@ class SQLiteBackend(Backend):
                 claimed.extend(rows)
                 if len(rows) < draws[level]:
                     levels.remove(level)  # this level ran dry; its slots go round again
-            wanted = params["limit"] - len(claimed)
+            wanted = target - len(claimed)
         return claimed
 
     async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
@@ -431,7 +439,12 @@ class SQLiteBackend(Backend):
         return {"counts": counts, "oldest_due": c.execute(Q["oldest_due"], (now,)).fetchone()[0], "recent": recent}
 
     async def purge(self, before: float) -> int:
-        return await self._write(lambda c: c.execute(Q["purge"], (before,)).rowcount)
+        return await self._write(self._purge, before)
+
+    @staticmethod
+    def _purge(c: sqlite3.Connection, before: float) -> int:
+        c.execute(Q["raise_id_floor"])  # the ids of purged tasks are never given again
+        return c.execute(Q["purge"], (before,)).rowcount
 
     # -- maintenance ----------------------------------------------------
 

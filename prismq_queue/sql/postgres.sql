@@ -301,6 +301,12 @@ WITH RECURSIVE levels (priority, n) AS (
 )
 SELECT priority FROM levels WHERE priority IS NOT NULL;
 
+-- name: due_count
+-- How many due tasks the levels $2 hold, counted up to $3 at most: a claim
+-- draws no more slots than there are tasks to take, however large its limit.
+SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks
+                      WHERE status = 'queued' AND priority = ANY($2::bigint[]) AND run_at <= $1 LIMIT $3) AS due;
+
 -- name: extend_leases
 UPDATE {schema}.prismq_tasks t SET lease_until = $3
 FROM unnest($1::bigint[], $2::bigint[]) AS l (id, token)
