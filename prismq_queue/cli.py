@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sqlite3
 import sys
 from datetime import datetime
 from typing import Any, Optional, Sequence
+from urllib.parse import quote
 
 from . import __version__
-from .errors import QueueError
+from .backends.sqlite import SCHEMA_VERSION, SQLiteBackend
+from .errors import DatabaseError, QueueError
 from .queue import Queue
 from .task import Task, TaskStatus
 
@@ -52,6 +56,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only read or tidy an existing queue: they must not create a file
+# because of a typo in its name.
+NEEDS_EXISTING_FILE = {"stats", "list", "purge", "backup", "check", "checkpoint"}
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    if ch in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[ch]
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def _safe(text: Any) -> str:
+    """`text` fit for a terminal: control characters (escape sequences, newlines, ...) written as escapes.
+
+    Task types and error texts come from whoever enqueued or ran the task; printed
+    raw, an escape sequence in them could rewrite the terminal of whoever looks.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _json_line(value: Any, **options: Any) -> str:
+    # json.dumps escapes every control character but DEL; escape that one too.
+    return json.dumps(value, **options).replace("\x7f", "\\u007f")
+
+
 def _when(ts: Optional[float]) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).isoformat(sep=" ", timespec="seconds")
 
@@ -62,27 +96,61 @@ def _task_dict(t: Task) -> dict[str, Any]:
     return d
 
 
+def _check_read_only(path: str) -> int:
+    """SQLite's integrity check on a read-only connection: `check` never migrates or writes the file."""
+    try:
+        conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open queue {path!r}: {exc}") from None
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot check queue {path!r}: {exc}") from None
+    finally:
+        conn.close()
+    print("\n".join(_safe(p) for p in problems))
+    if version != SCHEMA_VERSION:
+        print(f"schema version {version}; this prismq_queue writes {SCHEMA_VERSION} "
+              f"(opening the file with a Queue migrates it)")
+    return 0 if problems == ["ok"] else 1
+
+
+def _uri_path(path: str) -> str:
+    return quote(os.path.abspath(path))  # "?" or "#" in a file name must not end the path
+
+
 async def _run(args: argparse.Namespace) -> int:
-    async with Queue(args.db) as q:
+    q = Queue(args.db)
+    backend = q.backend
+    if isinstance(backend, SQLiteBackend) and args.command in NEEDS_EXISTING_FILE:
+        if not os.path.exists(backend.path):
+            raise DatabaseError(f"queue file {backend.path!r} does not exist")
+        if args.command == "check":
+            return _check_read_only(backend.path)
+    async with q:
         if args.command == "stats":
             stats = await q.stats()
             if args.json:
-                print(json.dumps(stats, indent=2))
+                print(_json_line(stats, indent=2))
                 return 0
             print(f"total tasks: {stats['total']}")
             for status, n in stats["by_status"].items():
-                print(f"  {status:<10} {n}")
+                print(f"  {_safe(status):<10} {n}")
             age = stats["oldest_due_age"]
             print(f"oldest due task waits: {'-' if age is None else f'{age:.1f} s'}")
             for window, counts in stats["recent"].items():
                 print(f"{window}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             for task_type, counts in sorted(stats["by_type"].items()):
-                print(f"type {task_type}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+                print(f"type {_safe(task_type)}: " + ", ".join(f"{_safe(k)} {v}" for k, v in sorted(counts.items())))
         elif args.command == "enqueue":
             try:
                 payload = json.loads(args.payload)
             except ValueError as exc:
                 print(f"error: payload is not valid JSON: {exc}", file=sys.stderr)
+                return 2
+            except RecursionError:
+                print("error: payload nests too deeply to read", file=sys.stderr)
                 return 2
             tid = await q.enqueue(args.type, payload, priority=args.priority, delay=args.delay,
                                   max_attempts=args.max_attempts, idempotency_key=args.key)
@@ -90,19 +158,19 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.command == "list":
             for t in await q.list_tasks(args.status, args.task_type, args.limit):
                 if args.json:
-                    print(json.dumps(_task_dict(t)))
+                    print(_json_line(_task_dict(t)))
                 else:
-                    print(f"{t.id:>8}  {t.status.value:<9} {t.type:<16} p={t.priority:<5} "
+                    print(f"{t.id:>8}  {t.status.value:<9} {_safe(t.type):<16} p={t.priority:<5} "
                           f"attempts={t.attempts}/{t.max_attempts}  due {_when(t.run_at)}"
-                          + (f"  error: {t.error}" if t.error else ""))
+                          + (f"  error: {_safe(t.error)}" if t.error else ""))
         elif args.command == "purge":
             print(f"purged {await q.purge(args.older_than)} finished tasks")
         elif args.command == "backup":
             await q.backup(args.dest)
             print(f"backed up to {args.dest}")
         elif args.command == "check":
-            problems = await q.integrity_check()
-            print("\n".join(problems))
+            problems = await q.integrity_check()  # PostgreSQL: the SQLite file was checked above
+            print("\n".join(_safe(p) for p in problems))
             return 0 if problems == ["ok"] else 1
         elif args.command == "checkpoint":
             busy, log, done = await q.checkpoint()
