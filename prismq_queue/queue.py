@@ -142,7 +142,7 @@ def check_seconds(name: str, value: Any, minimum: float = 0.0, allow_equal: bool
 def _check_type(task_type: Any) -> str:
     if not isinstance(task_type, str) or not task_type.strip():
         raise InvalidArgument(f"task type must be a non-empty string, got {task_type!r}")
-    if storable_text(task_type) is not task_type:
+    if not task_type.isascii() and storable_text(task_type) is not task_type:
         raise InvalidArgument(f"task type {task_type!r} holds text that is not valid Unicode")
     return task_type
 
