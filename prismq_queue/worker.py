@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
-import signal
+import random
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -18,12 +20,41 @@ from .backends.base import CANCELLED, LOST, OK
 from .errors import InvalidArgument, PayloadError, QueueError
 from .queue import Queue, _check_type, check_seconds
 from .retry import RetryPolicy
+from .stop_signals import stop_signals
 from .strategy import Strategy
 from .task import Task
 
 log = logging.getLogger("prismq_queue.worker")
 
 Handler = Callable[[Task], Any]
+
+#: How long the worker waits before trying the database again after a failed round trip:
+#: 0.05 s, doubling up to 5 s, each pause drawn within +/- 50% so that workers do not come
+#: back in step after an outage. It never gives up: run() outlives outages of any length.
+OUTAGE_BACKOFF = RetryPolicy(base_delay=0.05, factor=2.0, max_delay=5.0, jitter=0.5)
+
+# Why the worker cancelled a running handler's Task.
+_CANCELLED_IN_QUEUE = "cancelled in the queue"  # nothing to record: the queue already says cancelled
+_CUT_OFF = "cut off at shutdown"  # hand the task back, unless its thread still runs
+
+if sys.version_info >= (3, 12):
+    def _spawn(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task:
+        # An eager Task runs its first step at once, inside its own Task and its own
+        # copy of the context: a handler that never waits finishes without an event
+        # loop round, and nothing it does leaks into the worker or the next handler.
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+else:
+    def _spawn(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task:
+        return loop.create_task(coro)  # its own Task, with a copy of the context
+
+
+def error_text(exc: BaseException) -> str:
+    """'Type: message' for a failed attempt; a placeholder message when the exception's str() fails too."""
+    try:
+        message = str(exc)
+    except BaseException as failure:  # a broken __str__ must not take the worker down with it
+        message = f"<str() of the exception raised {type(failure).__name__}>"
+    return f"{type(exc).__name__}: {message}"
 
 
 class Worker:
@@ -32,7 +63,8 @@ class Worker:
     def __init__(self, queue: Queue, concurrency: int = 50, lease_seconds: float = 30.0, *,
                  strategy: Union[Strategy, str] = Strategy.PRIORITY, worker_id: Optional[str] = None,
                  grace_period: float = 10.0, heartbeat_interval: Optional[float] = None,
-                 poll_interval: float = 1.0, handle_signals: bool = True) -> None:
+                 poll_interval: float = 1.0, handle_signals: bool = True,
+                 outage_backoff: Optional[RetryPolicy] = None) -> None:
         if not isinstance(queue, Queue):
             raise InvalidArgument(f"Worker needs a Queue, got {queue!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -42,6 +74,8 @@ class Worker:
         poll_interval = check_seconds("poll_interval", poll_interval)
         if heartbeat_interval is not None:
             heartbeat_interval = check_seconds("heartbeat_interval", heartbeat_interval)
+        if outage_backoff is not None and not isinstance(outage_backoff, RetryPolicy):
+            raise InvalidArgument(f"outage_backoff must be a RetryPolicy, got {outage_backoff!r}")
         try:
             self.strategy = Strategy(strategy)
         except ValueError:
@@ -53,16 +87,20 @@ class Worker:
         self.heartbeat_interval = heartbeat_interval or self.lease_seconds / 3
         self.poll_interval = float(poll_interval)
         self.handle_signals = handle_signals
+        #: pauses between tries of the database while it fails (only its delays are used)
+        self.outage_backoff = outage_backoff if outage_backoff is not None else OUTAGE_BACKOFF
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._handlers: dict[str, tuple[Handler, bool]] = {}
-        self._active: dict[int, tuple[Task, asyncio.Task]] = {}
+        self._active: dict[int, tuple[Task, Optional[asyncio.Task]]] = {}
         self._done: list[tuple] = []  # finish records waiting for the next round trip
-        self._cancelled: set[int] = set()  # running tasks that were cancelled in the queue
-        self._stopping = False
+        self._interrupted: dict[int, str] = {}  # running tasks the worker cancelled, and why
+        self._stopping = False  # set by stop(), even before run(): a stop is never forgotten
         self._wake_future: Optional[asyncio.Future] = None
+        self._pause_future: Optional[asyncio.Future] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[int] = None
         self._executor: Optional[ThreadPoolExecutor] = None
+        self._rng = random.Random()
         # What this worker did, for callers and benchmarks.
         self.completed = 0
         self.failed = 0
@@ -87,9 +125,12 @@ class Worker:
         return add if handler is None else add(handler)
 
     def stop(self) -> None:
-        """Stop claiming; running handlers get `grace_period` seconds to finish."""
+        """Stop claiming; running handlers get `grace_period` seconds to finish. Before run(), run() returns at once."""
         self._stopping = True
         self._wake()
+        pause = self._pause_future
+        if pause is not None and not pause.done():
+            pause.set_result(None)
 
     # -- the loop ---------------------------------------------------------
 
@@ -97,18 +138,18 @@ class Worker:
         """Work until stop() (or SIGINT/SIGTERM); with until_empty, also once nothing is due and nothing runs."""
         self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._stopping = False
-        signals = self._install_signals(loop)
+        if self.handle_signals:
+            stop_signals.add(self, loop)
         heartbeat = loop.create_task(self._heartbeat())
         try:
             await self._work(until_empty)
         finally:
-            heartbeat.cancel()
             try:
-                await self._shutdown()
+                await self._shutdown(heartbeat)
             finally:
-                for sig in signals:
-                    loop.remove_signal_handler(sig)
+                self._stopping = False  # this stop is spent; a later run() works again
+                if self.handle_signals:
+                    stop_signals.discard(self)
                 if self._executor is not None:
                     self._executor.shutdown(wait=False)
                     self._executor = None
@@ -132,13 +173,19 @@ class Worker:
             trip = asyncio.ensure_future(queue._cycle(finishes, request, True))
             self._start_all(claimed)
             try:
-                outcomes, claimed, result = await trip
+                # Shielded: cancelling run() must not cut the trip loose after the
+                # database committed its claim (the claimed tasks would be stranded).
+                outcomes, claimed, result = await asyncio.shield(trip)
+            except asyncio.CancelledError:
+                await self._settle(trip, finishes)
+                raise
             except QueueError as exc:
                 claimed = []
                 self._done = finishes + self._done  # keep them for the next try
                 failures += 1
-                log.warning("worker %s: round trip failed (%s); retrying", self.worker_id, exc)
-                await self._wait(min(0.05 * 2 ** failures, 5.0))
+                log.warning("worker %s: round trip failed (%s); trying again (failure %d in a row)",
+                            self.worker_id, exc, failures)
+                await self._pause(self.outage_backoff.delay(failures, self._rng))
                 continue
             failures = 0
             if outcomes is not None:
@@ -157,6 +204,21 @@ class Worker:
                 await self._wait(self._idle_timeout(result), want_work=True)
         for task in claimed:  # stopping: hand back what never started
             self._done.append(queue.release_record(task))
+
+    async def _settle(self, trip: asyncio.Future, finishes: list[tuple]) -> None:
+        """run() was cancelled during a round trip: let the trip end, then hand back what it claimed."""
+        while not trip.done():
+            try:
+                await asyncio.wait((trip,))
+            except asyncio.CancelledError:
+                pass  # cancelled again: the trip still has to end before its claim can be handed back
+        if trip.cancelled() or trip.exception() is not None:
+            self._done = finishes + self._done
+            return
+        outcomes, claimed, _ = trip.result()
+        if outcomes is not None:
+            self._count_refused(finishes, outcomes)
+        self._done.extend(self.queue.release_record(task) for task in claimed)
 
     def _idle_timeout(self, result: Any) -> float:
         now = time.time()
@@ -184,6 +246,18 @@ class Worker:
             if want_work:
                 self.queue.disarm(self._wake_threadsafe)
 
+    async def _pause(self, seconds: float) -> None:
+        """Back off after a failure: sleep `seconds` whatever finishes meanwhile; only stop() cuts it short."""
+        if self._stopping:
+            return
+        future = self._pause_future = self._loop.create_future()
+        timer = self._loop.call_later(seconds, _resolve, future)
+        try:
+            await future
+        finally:
+            self._pause_future = None
+            timer.cancel()
+
     def _wake(self) -> None:
         future = self._wake_future
         if future is not None and not future.done():
@@ -207,26 +281,20 @@ class Worker:
             self._start(task)
 
     def _start(self, task: Task) -> None:
-        # Start the handler eagerly: run its coroutine up to its first real wait
-        # right here. A handler that never waits (a cache hit, a no-op) finishes
-        # without a Task or an event-loop round; one that waits continues in a
-        # Task from where it stopped (what asyncio's eager task factory does).
-        self._active[task.id] = (task, None)
-        coro = self._execute(task)
-        try:
-            waiting_on = coro.send(None)
-        except StopIteration:
-            return
-        except BaseException:
-            coro.close()
-            raise
-        if task.id in self._active:
-            self._active[task.id] = (task, self._loop.create_task(_continue(coro, waiting_on)))
+        # Every handler runs in a Task of its own: asyncio.timeout(), wait_for() and
+        # TaskGroup inside a handler cancel that Task, never the worker, and context
+        # variables a handler sets stay in its own copy of the context.
+        active = self._active
+        active[task.id] = (task, None)
+        handle = _spawn(self._loop, self._execute(task))
+        if task.id in active:  # an eager first step may have finished it already
+            active[task.id] = (task, handle)
 
     async def _execute(self, task: Task) -> None:
         queue = self.queue
         entry = self._handlers.get(task.type)
-        record: Optional[tuple]
+        thread: Optional[concurrent.futures.Future] = None
+        record: Optional[tuple] = None
         try:
             if entry is None:
                 record = queue.fail_record(task, f"no handler registered for task type {task.type!r}", retry=False)
@@ -235,24 +303,60 @@ class Worker:
                 if is_async:
                     result = await fn(task)
                 else:
-                    result = await self._loop.run_in_executor(self._thread_pool(), fn, task)
+                    thread = self._thread_pool().submit(fn, task)
+                    result = await asyncio.wrap_future(thread, loop=self._loop)
+                    thread = None
                     if inspect.isawaitable(result):
                         result = await result
                 try:
                     record = queue.complete_record(task, result)
                 except PayloadError as exc:
                     record = queue.fail_record(task, str(exc), retry=False)
-        except asyncio.CancelledError:
-            # Cancelled in the queue: nothing to record. Cut off by shutdown: hand it back.
-            record = None if task.id in self._cancelled else queue.release_record(task)
-        except Exception as exc:  # the handler failed: retry per policy
-            record = queue.fail_record(task, exc, retry=True)
-        self._active.pop(task.id, None)
-        self._cancelled.discard(task.id)
-        if record is not None:
-            self._done.append(record)
-            self._count(record[0])
-        self._wake()
+        except asyncio.CancelledError as exc:
+            record = self._interrupted_record(task, exc, thread)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # They end the process (the event loop lets them through): count the attempt first.
+            record = queue.fail_record(task, error_text(exc), retry=True)
+            raise
+        except BaseException as exc:  # the handler failed, however odd its exception: retry per policy
+            record = queue.fail_record(task, error_text(exc), retry=True)
+        finally:
+            self._active.pop(task.id, None)
+            self._interrupted.pop(task.id, None)
+            if record is not None:
+                self._done.append(record)
+                self._count(record[0])
+            self._wake()
+
+    def _interrupted_record(self, task: Task, exc: BaseException,
+                            thread: Optional[concurrent.futures.Future]) -> Optional[tuple]:
+        """The record for a handler that ended in CancelledError: a failure unless somebody cancelled it."""
+        queue = self.queue
+        reason = self._interrupted.get(task.id)
+        if reason == _CANCELLED_IN_QUEUE:
+            return None
+        if reason is None:
+            cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+            if cancelling is not None and not cancelling():
+                # Nobody cancelled this Task: the handler raised CancelledError itself
+                # (or let one through from something it awaited). A failed attempt,
+                # or it would be handed back and run again at once, forever.
+                return queue.fail_record(task, error_text(exc), retry=True)
+        if thread is not None:  # cut off while its handler runs in a thread
+            if thread.running():
+                # The thread cannot be stopped: keep the lease (it runs out after
+                # lease_seconds) rather than hand back a task that is still running.
+                log.warning("worker %s: task %s still runs in its thread; keeping its lease", self.worker_id, task.id)
+                return None
+            if thread.done() and not thread.cancelled():
+                failure = thread.exception()
+                if failure is not None:
+                    return queue.fail_record(task, error_text(failure), retry=True)
+                try:
+                    return queue.complete_record(task, thread.result())
+                except PayloadError as error:
+                    return queue.fail_record(task, str(error), retry=False)
+        return queue.release_record(task)  # cut off: hand it back, its attempt not counted
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -289,63 +393,51 @@ class Worker:
             for task, outcome in zip(tasks, outcomes):
                 handle = self._active.get(task.id, (None, None))[1]
                 if outcome == CANCELLED and handle is not None:
-                    self._cancelled.add(task.id)
+                    self._interrupted[task.id] = _CANCELLED_IN_QUEUE
                     handle.cancel()
                 elif outcome == LOST:
                     log.warning("worker %s: lease of task %s was lost", self.worker_id, task.id)
 
-    async def _shutdown(self) -> None:
-        running = [handle for _, handle in self._active.values() if handle is not None]
-        if running and self.grace_period > 0:
-            await asyncio.wait(running, timeout=self.grace_period)
-        leftover = [handle for _, handle in self._active.values() if handle is not None]
-        for handle in leftover:
-            handle.cancel()  # each records a release as it unwinds
-        if leftover:
-            await asyncio.wait(leftover, timeout=5)
-        if self._done:
+    async def _shutdown(self, heartbeat: asyncio.Task) -> None:
+        deadline = time.monotonic() + self.grace_period
+        try:
+            # The heartbeat goes on until the last handler has ended: a handler that
+            # finishes within the grace period still holds its lease when it reports.
+            running = [handle for _, handle in self._active.values() if handle is not None]
+            if running and self.grace_period > 0:
+                await asyncio.wait(running, timeout=self.grace_period)
+            leftover = [(task, handle) for task, handle in self._active.values() if handle is not None]
+            for task, handle in leftover:
+                self._interrupted.setdefault(task.id, _CUT_OFF)
+                handle.cancel()  # each records a release as it unwinds (or keeps its lease if its thread runs)
+            if leftover:
+                await asyncio.wait([handle for _, handle in leftover], timeout=5)
+        finally:
+            heartbeat.cancel()
+        await self._flush(deadline)
+
+    async def _flush(self, deadline: float) -> None:
+        """Write the finish records still held, trying again (with backoff) until the grace period ends."""
+        failures = 0
+        while self._done:
             finishes, self._done = self._done, []
-            outcomes, _, _ = await self.queue._cycle(finishes, None, False)
+            try:
+                outcomes, _, _ = await self.queue._cycle(finishes, None, False)
+            except QueueError as exc:
+                self._done = finishes + self._done
+                failures += 1
+                pause = self.outage_backoff.delay(failures, self._rng)
+                if time.monotonic() + pause > deadline:
+                    log.error("worker %s: could not record %d finished task(s) before the grace period ended (%s)",
+                              self.worker_id, len(self._done), exc)
+                    raise
+                log.warning("worker %s: final flush failed (%s); trying again", self.worker_id, exc)
+                await asyncio.sleep(pause)
+                continue
             if outcomes is not None:
                 self._count_refused(finishes, outcomes)
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
-        installed: list[int] = []
-        if not self.handle_signals:
-            return installed
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.stop)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass  # not the main thread, or a platform without loop signal handlers
-        return installed
 
-
-async def _continue(coro: Any, waiting_on: Any) -> Any:
-    """Drive a coroutine that was started outside a Task, from the wait it stopped at."""
-    return await _Resumed(coro, waiting_on)
-
-
-class _Resumed:
-    """Awaitable that hands the coroutine's pending wait to the running Task, then steps the coroutine."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Any, first: Any) -> None:
-        self._coro, self._first = coro, first
-
-    def __await__(self) -> Any:
-        coro, yielded = self._coro, self._first
-        while True:
-            try:
-                sent = yield yielded
-            except BaseException as exc:  # cancellation and the like go to the handler
-                step = coro.throw
-                arg: Any = exc
-            else:
-                step, arg = coro.send, sent
-            try:
-                yielded = step(arg)
-            except StopIteration as stop:
-                return stop.value
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
