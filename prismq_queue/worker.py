@@ -42,6 +42,8 @@ if sys.version_info >= (3, 12):
         # An eager Task runs its first step at once, inside its own Task and its own
         # copy of the context: a handler that never waits finishes without an event
         # loop round, and nothing it does leaks into the worker or the next handler.
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)  # the application chose how Tasks are made
         return asyncio.Task(coro, loop=loop, eager_start=True)
 else:
     def _spawn(loop: asyncio.AbstractEventLoop, coro: Any) -> asyncio.Task:

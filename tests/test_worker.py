@@ -170,22 +170,25 @@ async def test_cancel_reaches_a_running_handler(queue):
 
 
 async def test_graceful_stop_finishes_or_releases(queue):
-    quick_done = asyncio.Event()
+    quick_done, started = asyncio.Event(), []
 
     async def quick(task):
+        started.append(task.id)
         await asyncio.sleep(0.05)
         quick_done.set()
 
     async def stuck(task):
+        started.append(task.id)
         await asyncio.sleep(60)
 
     q1 = await queue.enqueue("quick", priority=1)
     s1 = await queue.enqueue("stuck", priority=2)
-    worker = Worker(queue, concurrency=2, grace_period=0.3)
+    worker = Worker(queue, concurrency=2, grace_period=1.0)
     worker.register("quick", quick)
     worker.register("stuck", stuck)
     runner = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.02)
+    while len(started) < 2:  # stop once both run (a stop before the claim returns hands both back)
+        await asyncio.sleep(0.01)
     worker.stop()
     await asyncio.wait_for(runner, 10)
     assert (await queue.get(q1)).status == TaskStatus.COMPLETED
