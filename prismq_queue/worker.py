@@ -316,6 +316,8 @@ class Worker:
                     record = queue.fail_record(task, str(exc), retry=False)
         except asyncio.CancelledError as exc:
             record = self._interrupted_record(task, exc, thread)
+        except GeneratorExit:
+            raise  # this coroutine is being closed (a Task destroyed while pending): nothing to record
         except (SystemExit, KeyboardInterrupt) as exc:
             # They end the process (the event loop lets them through): count the attempt first.
             record = queue.fail_record(task, error_text(exc), retry=True)
