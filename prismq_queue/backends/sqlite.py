@@ -25,7 +25,7 @@ from .base import (
     COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult, fence_outcome,
 )
 from .sqlite_bridge import SQLiteBridge
-from .sqlite_checkpointer import Checkpointer
+from .sqlite_checkpointer import WAL_SIZE_LIMIT, Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
@@ -145,6 +145,7 @@ class SQLiteBackend(Backend):
         c.execute("PRAGMA temp_store = MEMORY")
         c.execute("PRAGMA cache_size = -16000")
         c.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer thread does it, off the commit path
+        c.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}").fetchall()  # a restarted log sheds a burst
         if c.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             c.execute("PRAGMA journal_mode = WAL").fetchall()
         if version < SCHEMA_VERSION:
