@@ -34,8 +34,9 @@ SQLite up to 3.51.2 (this machine has 3.40.1) has a race, the "WAL-reset bug"
 (https://sqlite.org/wal.html#walresetbug, fixed in 3.51.3, 3.50.7, 3.44.6),
 that can corrupt the database when a checkpoint starts just as another
 connection's commit starts the log over. A variant that chased the writers
-with back-to-back PASSIVE checkpoints every 0.05 s met it once in the latency
-benchmark ("database disk image is malformed").
+with back-to-back PASSIVE checkpoints every 0.05 s found its file corrupted once
+in the latency benchmark ("database disk image is malformed"), which is what
+that race leaves behind.
 
 The decision counts frames still in the log (the checkpoint's own result), not
 the file's size: a log that started over is overwritten from its beginning, so
