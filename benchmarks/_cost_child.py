@@ -1,0 +1,235 @@
+"""The workloads of the cost family, run in a child process (benchmarks/cost.py).
+
+    python _cost_child.py prepare PLAN.json   fill every queue the plan's runs will use
+    python _cost_child.py run PLAN.json K     run K of the plan (under cachegrind)
+    python _cost_child.py profile PLAN.json K run K with a deterministic profile, print JSON
+    python _cost_child.py bytecodes PLAN.json K  run K, print the bytecodes it executed
+    python _cost_child.py drop PLAN.json      drop the plan's PostgreSQL schemas
+
+A plan (written by cost.py) is {"runs": [{"op": {"loc": location, "n": count}, ...}, ...]}.
+Each op works on a queue location of its own (a SQLite file, or a PostgreSQL URL with a
+schema of its own), prepared beforehand outside cachegrind, so a counted run contains only
+interpreter start-up, opening/closing the queues, and the operations themselves; start-up
+and open/close are the same in every run and cancel in cost.py's differences.
+
+Uses only the public API that every commit of prismq_queue has (Queue, Worker, enqueue,
+enqueue_many, claim, complete, get, stats, run(until_empty=True)); payloads are pinned.
+Not a benchmark module (leading underscore): asv does not collect it.
+"""
+import asyncio
+import inspect
+import json
+import os
+import sys
+
+# Ops that need tasks in the queue before they run, and how many (n: the op's own count).
+READY = {"drain": "n", "claim_complete": "n", "get": 100, "stats": 100,
+         "pg_drain": "n", "pg_enqueue": 0, "enqueue": 0, "enqueue_many": 0}
+MANY_BATCH = 100  # enqueue_many: tasks per call
+
+
+def _items(n, start=0):
+    return [("t", {"i": i}) for i in range(start, start + n)]
+
+
+async def _prepare_one(pq, op, loc, n):
+    ready = READY[op]
+    count = n if ready == "n" else ready
+    async with pq.Queue(loc) as q:
+        ids = []
+        for start in range(0, count, 1000):
+            ids += list(await q.enqueue_many(_items(min(1000, count - start), start)))
+    return ids
+
+
+async def _noop(task):
+    return None
+
+
+def _worker(pq, q):
+    # handle_signals did not always exist; the signal handlers are irrelevant to the count
+    if "handle_signals" in inspect.signature(pq.Worker.__init__).parameters:
+        return pq.Worker(q, concurrency=50, handle_signals=False)
+    return pq.Worker(q, concurrency=50)
+
+
+async def _run_one(pq, op, loc, n, ids):
+    async with pq.Queue(loc) as q:
+        if op in ("drain", "pg_drain"):
+            w = _worker(pq, q)
+            w.register("t", _noop)
+            await w.run(until_empty=True)
+        elif op in ("enqueue", "pg_enqueue"):
+            for i in range(n):
+                await q.enqueue("t", {"i": i})
+        elif op == "enqueue_many":
+            for start in range(0, n, MANY_BATCH):
+                await q.enqueue_many(_items(min(MANY_BATCH, n - start), start))
+        elif op == "claim_complete":
+            for _ in range(n):
+                (task,) = await q.claim("cost", limit=1)
+                await q.complete(task, None)
+        elif op == "get":
+            for i in range(n):
+                await q.get(ids[i % len(ids)])
+        elif op == "stats":
+            for _ in range(n):
+                await q.stats()
+        else:
+            raise SystemExit(f"unknown op {op!r}")
+
+
+def _ids_path(loc):
+    return loc + ".ids.json" if "://" not in loc else None
+
+
+async def _prepare(pq, plan, only=None):
+    pg_ids = {}
+    for k, run in enumerate(plan["runs"]):
+        if only is not None and k != only:
+            continue
+        for op, spec in run.items():
+            ids = await _prepare_one(pq, op, spec["loc"], spec["n"])
+            path = _ids_path(spec["loc"])
+            if path:
+                with open(path, "w") as f:
+                    json.dump(ids, f)
+            else:
+                pg_ids[spec["loc"]] = ids
+    return pg_ids
+
+
+def _load_ids(spec):
+    path = _ids_path(spec["loc"])
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return spec.get("ids") or list(range(1, 101))
+
+
+async def _run(pq, run):
+    for op, spec in run.items():
+        await _run_one(pq, op, spec["loc"], spec["n"], _load_ids(spec))
+
+
+class OpcodeProfile:
+    """Bytecodes executed and calls made per Python function: a profile that is the same on
+    every run of the same code (no clock in it), so two commits' profiles can be subtracted."""
+
+    def __init__(self, root):
+        self.root = root
+        self.counts = {}
+
+    def key(self, code):
+        fn = code.co_filename
+        if self.root and fn.startswith(self.root):
+            fn = os.path.relpath(fn, self.root)
+        else:
+            parts = fn.replace("\\", "/").split("/")
+            fn = "/".join(parts[-2:])
+        return f"{fn}:{code.co_name}"
+
+    def tracer(self, frame, event, arg):
+        if event == "call":
+            frame.f_trace_opcodes = True
+            c = self.counts.setdefault(self.key(frame.f_code), [0, 0])
+            c[0] += 1
+            return self.local
+
+    def local(self, frame, event, arg):
+        if event == "opcode":
+            self.counts[self.key(frame.f_code)][1] += 1
+        return self.local
+
+
+def hold_off_timed_threads():
+    """Keep the WAL checkpointer thread (commits from 12f511d on) from running during a count.
+
+    It looks at the WAL every 0.1 s of wall-clock time and checkpoints past 1 MiB. Under
+    cachegrind a program runs ~30x slower, so it would run ~30x as often per operation as
+    in a native run, and how often - and how many pages each checkpoint copies - depends on
+    the machine's load: measured, it moved a count by 0.4-2% between runs of the same code.
+    Its interval is set to an hour here, so a count holds the operations' own work; the
+    checkpoints' cost is the wall-clock families' business. Commits without it: no-op."""
+    try:
+        from prismq_queue.backends import sqlite_checkpointer
+    except ImportError:
+        return
+    cls = getattr(sqlite_checkpointer, "Checkpointer", None)
+    if cls is None or "interval" not in inspect.signature(cls.__init__).parameters:
+        return
+    original = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        bound = inspect.signature(original).bind(self, *args, **kwargs)
+        bound.arguments["interval"] = 3600.0
+        original(*bound.args, **bound.kwargs)
+
+    cls.__init__ = __init__
+
+
+def main(argv):
+    import prismq_queue as pq
+
+    hold_off_timed_threads()
+
+    mode, plan_path = argv[1], argv[2]
+    with open(plan_path) as f:
+        plan = json.load(f)
+    if mode == "prepare":
+        pg_ids = asyncio.run(_prepare(pq, plan))
+        if pg_ids:
+            for run in plan["runs"]:
+                for spec in run.values():
+                    if spec["loc"] in pg_ids:
+                        spec["ids"] = pg_ids[spec["loc"]]
+            with open(plan_path, "w") as f:
+                json.dump(plan, f)
+    elif mode == "run":
+        asyncio.run(_run(pq, plan["runs"][int(argv[3])]))
+    elif mode == "profile":
+        k = int(argv[3])
+        asyncio.run(_prepare(pq, plan, only=k))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(pq.__file__)))
+        prof = OpcodeProfile(root)
+        import threading
+        threading.settrace(prof.tracer)  # the database thread's work counts too
+        sys.settrace(prof.tracer)
+        try:
+            asyncio.run(_run(pq, plan["runs"][k]))
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)
+        print(json.dumps({"package": pq.__file__, "counts": prof.counts}))
+    elif mode == "bytecodes":
+        prof = OpcodeProfile(None)
+        import threading
+        threading.settrace(prof.tracer)
+        sys.settrace(prof.tracer)
+        try:
+            asyncio.run(_run(pq, plan["runs"][int(argv[3])]))
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)
+        print(sum(c[1] for c in prof.counts.values()))
+    elif mode == "drop":
+        import asyncpg
+
+        async def drop():
+            for run in plan["runs"]:
+                for spec in run.values():
+                    loc = spec["loc"]
+                    if "schema=" in loc:
+                        schema = loc.rsplit("schema=", 1)[1].split("&")[0]
+                        conn = await asyncpg.connect(loc.split("?")[0])
+                        try:
+                            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                        finally:
+                            await conn.close()
+        asyncio.run(drop())
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
