@@ -1,17 +1,24 @@
-"""The pull-request gate catches what it exists for.
+"""The pull-request gate catches what it exists for, and nothing else.
 
-In a throwaway clone of this repository (its committed HEAD): a commit that only
-changes a comment must pass `make compare`, and a commit that slows down the
-claim path (a sleep in Queue.claim) must fail it.  `make compare` runs
-`asv continuous` on a small subset of the suite (GATE_BENCH: the claim+complete
-operation, ~0.4 ms; the sleep makes it ~5.4 ms), with the factor the Makefile sets
-for the whole suite and 4 interleaved rounds per commit.
-
-Needs asv (make test installs it); takes a few minutes on a 2-core machine,
-most of it building asv's benchmark environment once.
+1. In a throwaway clone of this repository (its committed HEAD), on the cost family
+   (benchmarks/cost.py, instructions counted by cachegrind; only the claim + complete
+   figure, PRISMQ_BENCH_COST_OPS, to keep the test short): a commit that only changes a
+   comment passes `make compare`; a commit that adds ~2.5% instructions to the claim path
+   fails it on the cost figure, and the gate names the function that does the extra work.
+   asv's environment for the clone is kept in .asv/gate-test-env of this checkout, so only
+   the first run builds it.  Skipped without valgrind.
+2. On fabricated results (a tiny asv suite recorded for a few commits with `asv run
+   --python=same --set-commit-hash`, judged by tools/compare.py --no-run against a
+   fabricated noise file): each figure's own threshold - direction, band, cost +1%,
+   absolute thresholds for figures that can be 0, "not gated: too noisy here", a figure
+   skipped on HEAD fails; and tools/report.py on the same history (tasks/s from
+   benchmarks/rates.json, step detection in each figure's direction, bands).
+3. tools/noise.py's spread of figures that are 0 or cross 0.
 """
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -20,19 +27,22 @@ import pytest
 pytest.importorskip("asv", reason="asv is not installed: run the tests with `make test`")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GATE_BENCH = os.environ.get("GATE_BENCH", r"operations\.ClaimComplete\.")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 GIT = ["git", "-c", "user.name=gate", "-c", "user.email=gate@example.invalid"]
+COST_BENCH = r"^cost\.SQLite\."
+COST_FIGURE = "cost.SQLite.track_instructions('claim_complete_per_task')"
 
 COMMENT_ONLY = "\n# A comment: this commit changes no code, the gate must let it through.\n"
+# ~14k more instructions per claim (~2.5% of claim + complete, ~560k): a loop of additions
 SLOWDOWN = '''
-# Deliberate slowdown of the claim path (tests/test_gate.py): the gate must stop it.
-import time as _gate_time
-
+# Deliberate extra work on the claim path (tests/test_gate.py): the gate must stop it.
 _gate_original_claim = Queue.claim
 
 
 async def _gate_slow_claim(self, *args, **kwargs):
-    _gate_time.sleep(0.005)
+    extra = 0
+    for i in range(60):
+        extra += i
     return await _gate_original_claim(self, *args, **kwargs)
 
 
@@ -49,73 +59,139 @@ def commit_append(clone, text, message):
     path = os.path.join(clone, "prismq_queue", "__init__.py")
     with open(path, "a") as f:
         f.write(text)
-    git("commit", "-qam", message, cwd=clone)
+    git("commit", "-qm", message, "prismq_queue/__init__.py", cwd=clone)
     return git("rev-parse", "HEAD", cwd=clone)
 
 
 def make_compare(clone, base):
-    # the Makefile's FACTOR, 4 interleaved rounds per commit: steadier on a busy machine
-    cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={GATE_BENCH}", "ROUNDS=4",
-           f"VENV={sys.prefix}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    env = dict(os.environ, PRISMQ_BENCH_COST_OPS="claim_complete")
+    env.pop("PRISMQ_BENCH_PG", None)
+    cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={COST_BENCH}", f"VENV={sys.prefix}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     out = res.stdout + res.stderr
-    print(out[-6000:])
+    print(out[-8000:])
     return res.returncode, out
 
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory):
-    if not os.path.exists(os.path.join(ROOT, "prismq_queue", "__init__.py")):
-        pytest.skip("no prismq_queue package to slow down")
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (apt-get install valgrind): no cost figures to gate on")
     path = str(tmp_path_factory.mktemp("gate") / "repo")
     subprocess.run(["git", "clone", "-q", ROOT, path], check=True)
-    if not os.path.exists(os.path.join(path, "asv.conf.json")) or \
-            not os.path.exists(os.path.join(path, "benchmarks", "__init__.py")):
-        pytest.skip("the committed HEAD has no asv suite yet (asv.conf.json, benchmarks/)")
+    if not os.path.exists(os.path.join(path, "benchmarks", "cost.py")):
+        pytest.skip("the committed HEAD has no cost family yet (benchmarks/cost.py)")
     git("checkout", "-q", "-b", "gate-test", cwd=path)
+    # asv's environment outside the throwaway clone: built once, reused by later runs
+    conf_path = os.path.join(path, "asv.conf.json")
+    with open(conf_path) as f:
+        conf = f.read()
+    env_dir = os.path.join(ROOT, ".asv", "gate-test-env")
+    conf = re.sub(r'"env_dir":\s*"[^"]*"', f'"env_dir": {json.dumps(env_dir)}', conf)
+    with open(conf_path, "w") as f:
+        f.write(conf)
     return path
 
 
-def test_gate(clone):
+def test_gate_on_cost_figures(clone):
     base = git("rev-parse", "HEAD", cwd=clone)
 
     commit_append(clone, COMMENT_ONLY, "comment only")
     rc, out = make_compare(clone, base)
-    assert "Gate (each benchmark in its own direction" in out, "the comparison table was not printed"
-    assert re.search(r"time_claim_complete", out), "the claim benchmark did not run"
+    assert "Gate (each figure in its own direction" in out, "the comparison table was not printed"
+    row = [l for l in out.splitlines() if l.startswith(COST_FIGURE)]
+    assert row and "cost: fails at +1" in row[0], "the claim cost figure was not judged as a cost figure"
     assert rc == 0, "a comment-only commit failed the gate"
     assert "GATE PASSED" in out
 
-    commit_append(clone, SLOWDOWN, "slow down claim")
+    commit_append(clone, SLOWDOWN, "extra work in claim")
     rc, out = make_compare(clone, base)
-    assert rc != 0, "the gate let a 5 ms sleep in Queue.claim through"
+    assert rc != 0, "the gate let ~2.5% more instructions per claim through"
     assert "GATE FAILED" in out
-    slower = re.findall(r"^  slower: (.*)$", out, re.M)
-    assert any("time_claim_complete" in s for s in slower), slower
+    slower = re.findall(r"^  slower: (\S+)", out, re.M)
+    assert COST_FIGURE in slower, slower
+    why = out.split(f"Why {COST_FIGURE} changed", 1)
+    assert len(why) == 2, "no explanation of the failing cost figure"
+    assert "prismq_queue/__init__.py:_gate_slow_claim" in why[1], why[1][:3000]
 
 
-# ---- the direction of track_ benchmarks, on fabricated results (seconds, no build) ----
-# asv counts every rise as "worse"; for tasks/s that is backwards. A tiny suite of
-# track_ figures is recorded for four commits with `asv run --python=same
-# --set-commit-hash`, and tools/compare.py judges pairs of them (--no-run).
+# ---- thresholds on fabricated results (seconds, no build) ----
 
 TINY_SUITE = '''
+import time
+
+FIG = {figs!r}
+
+
 class Figures:
     def track_rate(self):
-        return {rate}
+        return FIG["rate"]
     track_rate.unit = "tasks/s"
 
     def track_latency(self):
-        return {latency}
+        return FIG["latency"]
     track_latency.unit = "ms"
+
+    def track_cost(self):
+        return FIG["cost"]
+    track_cost.unit = "instructions"
+
+    def track_lost_tasks(self):
+        return FIG["lost"]
+    track_lost_tasks.unit = "tasks"
+
+    def track_rss_growth(self):
+        return FIG["growth"]
+    track_rss_growth.unit = "MiB"
+
+    def track_wide(self):
+        return FIG["wide"]
+    track_wide.unit = "ms"
+
+
+class Optional:
+    def setup(self):
+        if FIG["skip"]:
+            raise NotImplementedError("this commit lacks the feature")
+
+    def track_feature(self):
+        return 1.0
+    track_feature.unit = "ms"
+
+
+class Batch:
+    number = 1
+    repeat = 1
+    warmup_time = 0
+
+    def time_batch(self):
+        time.sleep(FIG["sleep"])
 '''
-# (rate in tasks/s: higher is better, latency in ms: lower is better)
-HISTORY = [(1000.0, 1.0), (500.0, 1.0), (2000.0, 0.5), (2000.0, 2.0)]
+BASE = {"rate": 1000.0, "latency": 1.0, "cost": 100000, "lost": 0, "growth": 0.0, "wide": 1.0,
+        "skip": False, "sleep": 0.05}
+HISTORY = [
+    {},                                                         # h0
+    {"rate": 1020.0, "cost": 100500, "growth": 0.004},          # h1: all inside thresholds
+    {"rate": 500.0},                                            # h2: rate halved (beyond its band)
+    {"rate": 500.0, "cost": 101600},                            # h3: +1.09% instructions
+    {"rate": 500.0, "cost": 101600, "lost": 1, "wide": 1.6,
+     "sleep": 0.2},                                            # h4: 0 -> 1 lost task
+    {"rate": 500.0, "cost": 101600, "lost": 1, "wide": 1.6, "skip": True,
+     "sleep": 0.2},                                            # h5: skipped on HEAD
+]
+NOISE = {"benchmarks": {
+    "tiny.Figures.track_rate": {"band": 1.03, "abs_spread": 30},
+    "tiny.Figures.track_latency": {"band": 1.2, "abs_spread": 0.2},
+    "tiny.Figures.track_cost": {"band": 1.0004, "abs_spread": 40},
+    "tiny.Figures.track_lost_tasks": {"band": 1.0, "abs_spread": 0},
+    "tiny.Figures.track_rss_growth": {"band": None, "abs_spread": 0.01},
+    "tiny.Figures.track_wide": {"band": 1.8, "abs_spread": 0.8},
+    "tiny.Batch.time_batch": {"band": 1.05, "abs_spread": 0.001},
+}}
 
 
 @pytest.fixture(scope="module")
 def tiny_history(tmp_path_factory):
-    import json
     repo = tmp_path_factory.mktemp("tiny")
     conf = {"version": 1, "project": "tiny", "repo": ".", "branches": ["main"], "dvcs": "git",
             "environment_type": "virtualenv", "benchmark_dir": "benchmarks",
@@ -125,11 +201,19 @@ def tiny_history(tmp_path_factory):
     (repo / "benchmarks" / "__init__.py").write_text("")
     (repo / "asv.conf.json").write_text(json.dumps(conf))
     (repo / ".gitignore").write_text("/.asv/\n")
+    (repo / "noise.json").write_text(json.dumps(NOISE))
+    (repo / "rates.json").write_text(json.dumps({"tiny.Batch.time_batch": 10}))
+    (repo / "targets.json").write_text(json.dumps([
+        {"name": "tiny.Batch.time_batch", "params": {}, "label": "batch of 10", "target": 100,
+         "better": "higher", "unit": "tasks/s"},
+        {"name": "tiny.Figures.track_cost", "params": {}, "label": "cost", "target": None,
+         "better": "lower", "unit": "instructions"}]))
     hashes = []
-    for rate, latency in HISTORY:
-        (repo / "benchmarks" / "tiny.py").write_text(TINY_SUITE.format(rate=rate, latency=latency))
+    for i, change in enumerate(HISTORY):
+        figs = {**BASE, **change}
+        (repo / "benchmarks" / "tiny.py").write_text(TINY_SUITE.format(figs=figs))
         git("add", "-A", cwd=repo)
-        git("commit", "-qm", f"rate {rate} latency {latency}", cwd=repo)
+        git("commit", "-qm", f"h{i}", cwd=repo)
         h = git("rev-parse", "HEAD", cwd=repo)
         hashes.append(h)
         subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], cwd=repo, check=True,
@@ -141,24 +225,101 @@ def tiny_history(tmp_path_factory):
 
 def judge_pair(repo, base, head):
     res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--no-run",
-                          "--factor", "1.5", "--base", base, "--head", head],
+                          "--factor", "1.5", "--base", base, "--head", head,
+                          "--noise", str(repo / "noise.json")],
                          cwd=repo, capture_output=True, text=True)
-    rows = dict(re.findall(r"^(tiny\.Figures\.\w+)\s.*\s(SLOWER|faster|same)\s*$",
-                           res.stdout, re.M))
+    rows = {}
+    for m in re.finditer(r"^(tiny\.\w+\.\w+)\s.*?\s(higher|lower)\s+(.*?)  \[", res.stdout, re.M):
+        rows[m.group(1)] = m.group(3)
     return res.returncode, rows, res.stdout + res.stderr
 
 
-def test_gate_direction_of_track_benchmarks(tiny_history):
+def test_thresholds_inside_every_band_pass(tiny_history):
     repo, h = tiny_history
-    rc, rows, out = judge_pair(repo, h[0], h[1])  # tasks/s halved
-    assert rows == {"tiny.Figures.track_rate": "SLOWER", "tiny.Figures.track_latency": "same"}, out
-    assert rc == 1, out
-    rc, rows, out = judge_pair(repo, h[1], h[2])  # tasks/s x4, latency halved: both better
-    assert rows == {"tiny.Figures.track_rate": "faster", "tiny.Figures.track_latency": "faster"}, out
+    rc, rows, out = judge_pair(repo, h[0], h[1])
+    assert rows["tiny.Figures.track_rate"].startswith("same"), out   # +2%: inside the band
+    assert rows["tiny.Figures.track_cost"].startswith("same"), out   # +0.5% instructions: under 1%
+    assert rows["tiny.Figures.track_rss_growth"].startswith("same"), out  # 0.000 -> 0.004 MiB
     assert rc == 0, out
-    rc, rows, out = judge_pair(repo, h[2], h[3])  # latency x4
-    assert rows == {"tiny.Figures.track_rate": "same", "tiny.Figures.track_latency": "SLOWER"}, out
+
+
+def test_wall_clock_figure_beyond_its_band_fails(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[1], h[2])
+    assert rows["tiny.Figures.track_rate"] == "SLOWER", out  # tasks/s halved: a drop of a rate
     assert rc == 1, out
+
+
+def test_cost_figure_fails_at_one_percent(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[2], h[3])
+    assert rows["tiny.Figures.track_cost"] == "SLOWER", out
+    assert "cost: fails at +1.0%" in out, out  # 3x its spread (0.04%) is under 1%: 1% rules
+    assert rc == 1, out
+
+
+def test_zero_to_one_lost_task_fails(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[3], h[4])
+    assert rows["tiny.Figures.track_lost_tasks"] == "SLOWER", out
+    assert rows["tiny.Figures.track_cost"].startswith("same"), out
+    assert rc == 1, out
+
+
+def test_newly_skipped_fails_and_noisy_figure_is_shown_not_gated(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[4], h[5])
+    assert rows["tiny.Optional.track_feature"] == "NEWLY SKIPPED", out
+    assert rows["tiny.Figures.track_wide"].startswith("not gated: too noisy here"), out
+    assert "newly skipped: tiny.Optional.track_feature" in out
+    assert rc == 1, out
+
+
+def test_report_rates_steps_and_bands(tiny_history, tmp_path):
+    repo, h = tiny_history
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "report.py"),
+                          "--targets", str(repo / "targets.json"), "--rates", str(repo / "rates.json"),
+                          "--noise", str(repo / "noise.json"), "--out", str(tmp_path)],
+                         cwd=repo, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    batch = next(r for r in rep["headlines"] if r["name"] == "tiny.Batch.time_batch")
+    assert batch["unit"] == "tasks/s" and 25 < batch["value"] < 51, batch  # 10 / (0.2 s + the machine's lag)
+    steps = {(g["name"], g["commit_after"]): g for g in rep["regressions_step_detect"]}
+    # the drop of a rate is found (asv's own regressions only list rises) ...
+    rate = steps.get(("tiny.Figures.track_rate", h[2]))
+    assert rate and rate["verdict"] == "real" and rate["change"] < -0.4, rep["regressions_step_detect"]
+    # ... and of a time_ benchmark reported as tasks/s, in the direction of a rate
+    batch_step = steps.get(("tiny.Batch.time_batch", h[4]))
+    assert batch_step and batch_step["better"] == "higher" and batch_step["change"] < 0, steps
+    # +1.1% instructions: a cost step (above 0.5%), outside its band
+    cost = steps.get(("tiny.Figures.track_cost", h[3])) or steps.get(("tiny.Figures.track_cost", h[1]))
+    assert cost and cost["verdict"] == "real", steps
+    # a step no larger than the figure's band is labelled noise
+    wide = steps.get(("tiny.Figures.track_wide", h[4]))
+    assert wide and wide["verdict"].startswith("noise"), steps
+    md = (tmp_path / "report.md").read_text()
+    assert "same-code band" in md and "noise (inside its band)" in md
+
+
+# ---- rules that need no results ----
+
+def test_default_ignore_judges_prismq_queue_on_both_engines():
+    from compare import DEFAULT_IGNORE
+    assert re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('huey', 'enqueue')")
+    assert re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('pgqueuer', 'claim_ack')")
+    assert not re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('prismq_queue', 'enqueue')")
+    assert not re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('prismq_queue_pg', 'enqueue')")
+
+
+def test_noise_spread_of_figures_at_zero():
+    from noise import spread, summarize
+    assert spread([0, 0, 0, 0]) == (1.0, 0)
+    assert spread([0.0, 0.004, 0.001]) == (None, 0.004)  # no ratio at 0: absolute spread only
+    assert spread([-0.5, 0.25]) == (None, 0.75)
+    assert spread([2.0, 4.0, float("nan"), None]) == (2.0, 2.0)
+    out = summarize({"a": [0, 0], "b": [0, 3], "c": [None, None]})
+    assert out["a"]["band"] == 1.0 and out["b"]["band"] is None and "c" not in out
 
 
 @pytest.mark.parametrize("unit, better", [
@@ -166,10 +327,9 @@ def test_gate_direction_of_track_benchmarks(tiny_history):
     ("Jain index", "higher"), ("x 1-process rate", "higher"),
     ("ms", "lower"), ("MiB", "lower"), ("errors", "lower"), ("tasks", "lower"),
     ("fraction of claims", "lower"), ("% of a core", "lower"), ("us CPU/task", "lower"),
-    ("seconds", "lower"), ("rounds", "lower"),
+    ("seconds", "lower"), ("rounds", "lower"), ("instructions", "lower"),
 ])
 def test_direction_of_track_units(unit, better):
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
     from compare import better_of
     assert better_of("family.Class.track_figure", {"type": "track", "unit": unit}, {}) == better
     # targets.json decides where it speaks; time_ benchmarks are always lower-is-better
@@ -177,3 +337,18 @@ def test_direction_of_track_units(unit, better):
                      {"family.Class.track_figure": "lower"}) == "lower"
     assert better_of("family.Class.time_call", {"type": "time", "unit": "seconds"},
                      {"family.Class.time_call": "higher"}) == "lower"
+
+
+def test_rates_file_agrees_with_the_benchmarks():
+    """benchmarks/rates.json repeats each time_ benchmark's `tasks_per_call` (asv does not keep it)."""
+    import importlib
+    with open(os.path.join(ROOT, "benchmarks", "rates.json")) as f:
+        rates = {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    sys.path.insert(0, ROOT)
+    for name, per_call in rates.items():
+        module, *attrs = name.split(".")
+        obj = importlib.import_module(f"benchmarks.{module}")
+        for a in attrs:
+            obj = getattr(obj, a)
+        assert attrs[-1].startswith("time_"), name
+        assert getattr(obj, "tasks_per_call", None) == per_call, (name, per_call)

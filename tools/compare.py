@@ -5,8 +5,8 @@ Benchmarks HEAD against its merge base with BASE (default main; if HEAD is
 that merge base, against HEAD^) with `asv continuous`, prints asv's
 comparison table every time (`asv continuous` stops before printing it when
 a benchmark failed, so `asv compare` is run afterwards), then judges each
-benchmark in its own direction and exits 1 on a significant slowdown or a
-newly failing benchmark, 0 otherwise.
+figure in its own direction, with a threshold of its own, and exits 1 on a
+real slowdown or a newly failing or newly skipped benchmark, 0 otherwise.
 
 Direction: time_, peakmem_ and mem_ benchmarks are better lower.  asv itself
 takes every rise of a track_ benchmark as "worse", which is wrong for a rate
@@ -14,12 +14,27 @@ such as tasks/s; here a track_ benchmark is better higher when
 benchmarks/targets.json says so for it, or when its unit is a rate, ratio,
 efficiency, fairness or speedup ("/s", "ratio", "of ideal", "Jain index",
 "x 1-process rate"), and better lower otherwise (ms, MiB, errors, "fraction of
-claims", ...).
+claims", instructions, ...).
 
-Significant means both: the change is beyond FACTOR (slowdown = after/before
-for lower-is-better, before/after for higher-is-better; > 1 is slower) and
-asv's own statistics say the two sample sets differ (as `asv compare` does).
+Thresholds come from each figure's same-code spread in benchmarks/noise.json
+(`make noise` measures it; "band" = largest / smallest value of the same code):
+
+* cost figures (unit "instructions", benchmarks/cost.py: counted, not timed)
+  fail on a rise of 1% or more, or 3x their own spread when that is larger;
+  the gate then prints the functions whose bytecodes and calls changed most
+  (tools/explain.py);
+* figures that can be 0 (lost tasks, duplicates, errors, rounds: unit "tasks",
+  "errors", "rounds") or negative (RSS growth) are judged on an absolute scale:
+  they fail when they worsen by at least 1 (count) / 1 MiB (growth), or 3x
+  their own absolute spread if that is larger;
+* wall-clock figures fail only when the slowdown is beyond their band (never
+  narrower than WALL_FLOOR) AND asv's statistics on the two sample sets agree
+  (time_ benchmarks have samples; a track_ has none, so its band alone decides);
+  a figure whose band is wider than NOT_GATED is shown as "not gated: too
+  noisy here", never failed and never silently passed; a figure without a
+  measured band gets --factor.
 """
+
 import argparse
 import json
 import os
@@ -92,18 +107,74 @@ def isnan(v):
 
 
 # The peers' own rates: a pull request cannot change huey or sqlite3, so any change
-# there is the machine's noise; shown, never failed on.  prismq_queue's ratios stay judged.
-DEFAULT_IGNORE = r"^peers\.PeerRates\.track_rate\('(?!prismq_queue')"
+# there is the machine's noise; shown, never failed on.  prismq_queue's own rates
+# (prismq_queue on SQLite, prismq_queue_pg on PostgreSQL) and every ratio stay judged.
+DEFAULT_IGNORE = r"^peers\.PeerRates\.track_rate\('(?!prismq_queue(_pg)?')"
+
+COST_MIN = 1.01        # a cost figure fails on a rise of 1% or more ...
+COST_SPREADS = 3       # ... or of 3x its same-code spread, whichever is larger
+WALL_FLOOR = 1.10      # six same-code values do not show a wall clock's whole spread
+NOT_GATED = 1.5        # a wall-clock band wider than this cannot be gated here
+ABS_UNITS = {"tasks": 1, "errors": 1, "rounds": 1}  # counts: 0 -> 1 is a real change
+ABS_GROWTH_MIN = 1.0   # MiB: RSS growth wobbles by a few KiB
 
 
-def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE):
-    """Rows of (name, before, after, slowdown, better, verdict) and the overall failure flag."""
+def read_noise(path):
+    """benchmarks/noise.json's figures ({name: {"band", "abs_spread"}}), {} if absent."""
+    try:
+        with open(path) as f:
+            return json.load(f).get("benchmarks", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def rule_for(name, key, meta, noise, factor):
+    """How one figure is judged: (kind, threshold, band, note).
+
+    kind "cost": threshold is a slowdown ratio; "absolute": a worsening in the figure's
+    unit; "wall": a slowdown ratio that asv's statistics must also confirm;
+    "not gated": shown only.
+    """
+    unit = (meta.get("unit") or "").strip()
+    entry = noise.get(name) or {}
+    band = entry.get("band")
+    if unit == "instructions":
+        thr = max(COST_MIN, 1 + COST_SPREADS * ((band or 1.0) - 1))
+        return "cost", thr, band, f"cost: fails at +{(thr - 1) * 100:.1f}%"
+    leaf = key.rsplit(".", 1)[-1]
+    if unit in ABS_UNITS or "growth" in leaf:
+        floor = ABS_UNITS.get(unit, ABS_GROWTH_MIN)
+        thr = max(floor, COST_SPREADS * (entry.get("abs_spread") or 0))
+        return "absolute", thr, band, f"absolute: fails at +{thr:g} {unit}"
+    if band is None and "abs_spread" in entry:
+        return "not gated", None, None, "not gated: too noisy here (crosses 0)"
+    if band is None:
+        return "wall", factor, None, f"no noise measured: factor {factor:g}"
+    if band > NOT_GATED:
+        return "not gated", None, band, f"not gated: too noisy here (band {band:.2f})"
+    thr = max(band, WALL_FLOOR)
+    return "wall", thr, band, f"band {band:.2f}: fails beyond {thr:.2f} if asv's statistics agree"
+
+
+def slowdown_of(v1, v2, better):
+    """after/before for lower-is-better, before/after for higher (> 1: slower); None when
+    a value at or below 0 leaves no ratio (those figures are judged on the absolute scale)."""
+    if v1 == v2:
+        return 1.0
+    if better == "lower":
+        return v2 / v1 if v1 > 0 and v2 > 0 else None
+    return v1 / v2 if v1 > 0 and v2 > 0 else None
+
+
+def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE, noise=None):
+    """Rows of (name, before, after, slowdown, better, verdict, note) and the overall failure flag."""
     try:
         with open(os.path.join(conf.results_dir, "benchmarks.json")) as f:
             meta = json.load(f)
     except OSError:
         raise SystemExit("GATE FAILED: asv produced no results (see the asv output above: "
                          "an environment or build failure?)")
+    noise = noise or {}
     declared = directions(targets_path)
     r1, r2 = load(conf, machine, base), load(conf, machine, head)
     if not r1 or not r2:
@@ -113,42 +184,57 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
         v1, ss1, key = r1.get(name, (None, None, None))
         v2, ss2, key2 = r2.get(name, (None, None, None))
         key = key or key2
-        better = better_of(key, meta.get(key, {}), declared)
+        m = meta.get(key, {})
+        better = better_of(key, m, declared)
+        kind, thr, band, note = rule_for(name, key, m, noise, factor)
         slowdown, verdict = None, "same"
+        measured1 = name in r1 and v1 is not None and not isnan(v1)
         if name not in r1:
             verdict = "new"
             if v2 is None:  # a benchmark the change adds, failing
                 verdict, bad = "NEWLY FAILING", True
         elif name not in r2:
             verdict = "removed"
-        elif v1 is not None and v2 is None:  # passed or skipped before, fails now
+        elif v2 is None and v1 is not None:  # measured or skipped before, fails now
             verdict, bad = "NEWLY FAILING", True
+        elif isnan(v2) and measured1:  # measured before, skipped now: a lost figure
+            verdict, bad = "NEWLY SKIPPED", True
         elif v1 is None and v2 is not None:
             verdict = "fixed"
         elif v1 is None or v2 is None or isnan(v1) or isnan(v2):
             verdict = "failed/skipped" if (v1 is None and v2 is None) else "skipped"
         else:
-            if v1 == v2:
-                slowdown = 1.0
-            elif better == "lower":
-                slowdown = v2 / v1 if v1 else float("inf")  # 0 -> more (e.g. lost tasks)
-            else:
-                slowdown = v1 / v2 if v2 else float("inf")
-            if better == "lower":
-                worse = _is_result_better(v1, v2, ss1, ss2, factor)
-                improved = _is_result_better(v2, v1, ss2, ss1, factor)
-            else:
-                worse = _is_result_better(v2, v1, ss2, ss1, factor)
-                improved = _is_result_better(v1, v2, ss1, ss2, factor)
-            if worse and ignore and re.search(ignore, name):
+            slowdown = slowdown_of(v1, v2, better)
+            went_worse = (v2 > v1) if better == "lower" else (v2 < v1)
+            if kind == "absolute":
+                worse_by = (v2 - v1) if better == "lower" else (v1 - v2)
+                worse, improved = worse_by >= thr, -worse_by >= thr
+            elif slowdown is None:  # 0 or a sign change on a ratio scale: a change beyond any band
+                worse, improved = (went_worse, not went_worse) if kind != "not gated" else (False, False)
+            elif kind == "cost":
+                worse, improved = slowdown >= thr, slowdown <= 1 / thr
+            elif kind == "wall":
+                if better == "lower":
+                    worse = _is_result_better(v1, v2, ss1, ss2, thr)
+                    improved = _is_result_better(v2, v1, ss2, ss1, thr)
+                else:
+                    worse = _is_result_better(v2, v1, ss2, ss1, thr)
+                    improved = _is_result_better(v1, v2, ss1, ss2, thr)
+            else:  # not gated
+                worse = improved = False
+            if kind == "not gated":
+                verdict = note
+            elif worse and ignore and re.search(ignore, name):
                 verdict = "slower (ignored: not our code)"
             elif worse:
                 verdict, bad = "SLOWER", True
             elif improved:
                 verdict = "faster"
-            elif slowdown > factor or slowdown < 1 / factor:
+            elif kind == "wall" and slowdown is not None and (slowdown > thr or slowdown < 1 / thr):
                 verdict = "same (not significant)"
-        rows.append((name, v1, v2, slowdown, better, verdict))
+            elif slowdown != 1.0:
+                verdict = "same (inside its band: noise)"
+        rows.append((name, v1, v2, slowdown, better, verdict, note))
     return rows, bad
 
 
@@ -160,18 +246,32 @@ def fmt(v):
     return f"{v:.4g}"
 
 
+def print_table(rows, factor):
+    print(f"\nGate (each figure in its own direction, with its own threshold from the noise file; "
+          f"slowdown > 1 is slower; --factor {factor:g} only where no noise was measured):")
+    width = max((len(r[0]) for r in rows), default=10)
+    print(f"{'benchmark':<{width}}  {'before':>10}  {'after':>10}  {'slowdown':>8}  better  verdict  [rule]")
+    for name, v1, v2, slowdown, better, verdict, note in rows:
+        s = "" if slowdown is None else f"{slowdown:.4f}" if abs(slowdown - 1) < 0.05 else f"{slowdown:.2f}"
+        print(f"{name:<{width}}  {fmt(v1):>10}  {fmt(v2):>10}  {s:>8}  {better:<6}  {verdict}  [{note}]")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="main", help="branch or commit; its merge base with HEAD is compared")
     ap.add_argument("--head", default="HEAD")
-    ap.add_argument("--factor", type=float, required=True)
+    ap.add_argument("--factor", type=float, required=True,
+                    help="threshold of wall-clock figures that have no band in the noise file")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
     ap.add_argument("--quick", action="store_true", help="one sample each (statistics then use only the factor)")
     ap.add_argument("--rounds", type=int, default=0,
-                    help="asv rounds per commit (interleaved; default: each benchmark's own, 2)")
+                    help="asv rounds per commit (-a rounds=N): more samples for time_ benchmarks; "
+                         "a track_ is then measured N times and asv keeps only the last value")
     ap.add_argument("--config", default="asv.conf.json")
     ap.add_argument("--targets", default="benchmarks/targets.json")
+    ap.add_argument("--noise", default="benchmarks/noise.json", help="same-code spreads (make noise)")
     ap.add_argument("--no-run", action="store_true", help="judge existing results only")
+    ap.add_argument("--no-explain", action="store_true", help="do not profile failing cost figures")
     ap.add_argument("--ignore", default=DEFAULT_IGNORE,
                     help="regex of benchmarks shown but never failed on (default: the peers' own rates)")
     args = ap.parse_args(argv)
@@ -183,7 +283,9 @@ def main(argv=None):
         base = git("rev-parse", f"{head}^")
         print(f"HEAD is on {args.base}: comparing it with its parent")
     print(f"base {git('log', '-1', '--format=%h %s', base)}\nhead {git('log', '-1', '--format=%h %s', head)}")
-    print(f"factor {args.factor} (ratio after/before; > 1 is slower)")
+    noise = read_noise(args.noise)
+    print(f"noise file {args.noise}: {len(noise)} figures with a measured spread"
+          if noise else f"noise file {args.noise} missing: every wall-clock figure gets factor {args.factor}")
     ensure_machine()
     machine = MACHINE
 
@@ -200,26 +302,34 @@ def main(argv=None):
             raise SystemExit(f"asv continuous failed (exit {rc})")
         # rc 1: asv's own verdict (direction-blind) or an error; 2: a benchmark failed,
         # in which case asv did not print the table.  Either way: print it and judge below.
-    print("\nasv compare (asv's view: a rise is always 'worse', also for rates):", flush=True)
+    print("\nasv compare (asv's view: one factor for all, a rise is always 'worse', also for rates):",
+          flush=True)
     asv("compare", "--factor", str(args.factor), "--split", "--machine", machine, base, head)
 
-    rows, bad = judge(conf, machine, base, head, args.factor, args.targets, args.ignore)
-    print(f"\nGate (each benchmark in its own direction; slowdown > 1 is slower; factor {args.factor}):")
-    width = max((len(r[0]) for r in rows), default=10)
-    print(f"{'benchmark':<{width}}  {'before':>10}  {'after':>10}  {'slowdown':>8}  better  verdict")
-    for name, v1, v2, slowdown, better, verdict in rows:
-        s = "" if slowdown is None else f"{slowdown:.2f}"
-        print(f"{name:<{width}}  {fmt(v1):>10}  {fmt(v2):>10}  {s:>8}  {better:<6}  {verdict}")
-    slower = [r[0] for r in rows if r[5] == "SLOWER"]
+    rows, bad = judge(conf, machine, base, head, args.factor, args.targets, args.ignore, noise)
+    print_table(rows, args.factor)
+    slower = [r for r in rows if r[5] == "SLOWER"]
     failing = [r[0] for r in rows if r[5] == "NEWLY FAILING"]
+    skipped = [r[0] for r in rows if r[5] == "NEWLY SKIPPED"]
+    not_gated = [r[0] for r in rows if r[5].startswith("not gated")]
+    if not_gated:
+        print(f"\n{len(not_gated)} figure(s) not gated: too noisy here (shown above, judged by nobody).")
     if bad:
-        print(f"\nGATE FAILED: {len(slower)} significantly slower, {len(failing)} newly failing.")
-        for n in slower:
-            print(f"  slower: {n}")
+        print(f"\nGATE FAILED: {len(slower)} slower, {len(failing)} newly failing, "
+              f"{len(skipped)} newly skipped.")
+        for r in slower:
+            s = "" if r[3] is None else f" (slowdown {r[3]:.4f})"
+            print(f"  slower: {r[0]}{s}  [{r[6]}]")
         for n in failing:
             print(f"  newly failing: {n}")
+        for n in skipped:
+            print(f"  newly skipped: {n} (measured on the base, skipped or n/a on HEAD)")
+        cost = [r[0] for r in slower if r[6].startswith("cost")]
+        if cost and not args.no_explain:
+            import explain
+            explain.explain(cost, base, head)
         return 1
-    print(f"\nGATE PASSED: no benchmark significantly slower than factor {args.factor}, none newly failing.")
+    print("\nGATE PASSED: no figure slower beyond its own threshold, none newly failing or skipped.")
     return 0
 
 

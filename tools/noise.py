@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
-"""`make noise`: how far apart two runs of the same code land on this machine.
+"""`make noise`: how far apart runs of the same code land on this machine, per figure.
 
-In a throwaway clone it commits a comment-only change B on top of HEAD (A),
-then runs `asv continuous A B` ROUNDS times (each round benchmarks both, with
-asv's interleaved rounds, as `make compare` does) and collects, for every
-benchmark, the slowdown ratio B/A in the benchmark's own direction (> 1:
-"slower").  Since A and B are the same code, every ratio away from 1 is noise.
-It prints the spread, and how many benchmarks `make compare` would wrongly
-call slower at each candidate factor; .asv/noise.json keeps the numbers.
+In a throwaway clone it commits a comment-only change B on top of HEAD (A), then runs
+`asv continuous A B` ROUNDS times: every benchmark is measured 2 x ROUNDS times on the
+same code.  For each figure it records the values and its same-code spread:
+
+  band        largest / smallest of those values (1.0 = identical every time); the
+              slowdown `make compare` must see before it calls the figure slower is
+              taken from it (tools/compare.py: thresholds)
+  abs_spread  largest - smallest, in the figure's unit: the threshold of figures judged
+              on an absolute scale (lost tasks, errors, RSS growth), which can be 0
+
+and writes benchmarks/noise.json (kept in the repository, so the gate of every pull
+request reads it), with the machine, its load average before and after, the date, the
+commit and the command.  Entries of benchmarks not measured in this run are kept, so
+one family can be measured again alone (BENCH=regex).
 """
 import argparse
+import datetime
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -26,41 +35,78 @@ from asv.config import Config  # noqa: E402
 import compare  # noqa: E402
 from bench import MACHINE, MACHINE_ARGS, ensure_machine  # noqa: E402
 
-CANDIDATES = [1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4, 1.5, 2.0]
+DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "noise.json")
 
 
 def sh(cmd, cwd):
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return None
+
+
+def spread(values):
+    """band (max/min, 1.0 when every value is the same; None when they cross or touch 0)
+    and abs_spread (max - min) of one figure's same-code values."""
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if len(vals) < 2:
+        return None, None
+    lo, hi = min(vals), max(vals)
+    if lo == hi:
+        band = 1.0
+    elif lo > 0:
+        band = hi / lo
+    elif hi < 0:
+        band = lo / hi
+    else:
+        band = None  # a figure at or across 0 has no ratio: only abs_spread judges it
+    return band, hi - lo
+
+
+def summarize(values_by_name):
+    out = {}
+    for name, values in values_by_name.items():
+        band, abs_spread = spread(values)
+        if abs_spread is None:
+            continue
+        out[name] = {"band": None if band is None else round(band, 6),
+                     "abs_spread": abs_spread, "values": values}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--bench", default="")
+    ap.add_argument("--rounds", type=int, default=3, help="asv continuous runs of A and B")
+    ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--asv-rounds", type=int, default=0, help="asv rounds per commit (-a rounds=N)")
-    ap.add_argument("--out", default=os.path.join(ROOT, ".asv", "noise.json"))
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--fresh", action="store_true", help="drop the entries this run did not measure")
     args = ap.parse_args(argv)
 
     work = tempfile.mkdtemp(prefix="asv-noise-")
     clone = os.path.join(work, "repo")
+    started = datetime.datetime.now(datetime.timezone.utc)
     try:
         sh(["git", "clone", "-q", ROOT, clone], ROOT)
         git = ["git", "-c", "user.name=noise", "-c", "user.email=noise@example.invalid"]
-        a = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
-                           capture_output=True, text=True).stdout.strip()
+        rev = lambda: subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,  # noqa: E731
+                                     capture_output=True, text=True).stdout.strip()
+        a = rev()
         with open(os.path.join(clone, "asv.conf.json"), "a") as f:
             f.write("\n")  # same code, different commit
         sh([*git, "commit", "-qam", "noise: same code"], clone)
-        b = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,
-                           capture_output=True, text=True).stdout.strip()
-        with open("/proc/loadavg") as f:
-            load_before = f.read().split()[:3]
+        b = rev()
+        load_before = loadavg()
         os.chdir(clone)
         ensure_machine()
         conf = Config.load("asv.conf.json")
-        ratios = {}
-        significant = {f: set() for f in CANDIDATES}
+        values = {}
         for r in range(args.rounds):
             print(f"\n==> round {r + 1}/{args.rounds}", flush=True)
             cmd = [sys.executable, "-m", "asv", "continuous", "--factor", "1.0", *MACHINE_ARGS, a, b]
@@ -71,38 +117,58 @@ def main(argv=None):
             if args.asv_rounds:
                 cmd += ["--attribute", f"rounds={args.asv_rounds}"]
             subprocess.call(cmd)
-            for f in CANDIDATES:
-                rows, _bad = compare.judge(conf, MACHINE, a, b, f, "benchmarks/targets.json")
-                for name, _v1, _v2, slowdown, _better, verdict in rows:
-                    if f == CANDIDATES[0] and slowdown is not None:
-                        ratios.setdefault(name, []).append(slowdown)
-                    if verdict == "SLOWER":
-                        significant[f].add((r, name))
-        worst = sorted(((max(max(v), 1 / min(v)), k) for k, v in ratios.items()), reverse=True)
-        print("\nSame-code slowdown ratios (B/A in each benchmark's direction), worst first:")
-        for w, name in worst[:25]:
-            vals = ", ".join(f"{x:.3f}" for x in ratios[name])
-            print(f"  {w:6.3f}  {name}: {vals}")
-        all_r = [x for v in ratios.values() for x in v]
-        print(f"\n{len(ratios)} benchmarks x {args.rounds} rounds; ratios from "
-              f"{min(all_r):.3f} to {max(all_r):.3f}")
-        print("False 'slower' verdicts per factor (asv statistics + factor), over all rounds:")
-        for f in CANDIDATES:
-            print(f"  factor {f:<5} {len(significant[f])}")
-        with open("/proc/loadavg") as f:
-            load_after = f.read().split()[:3]
-        print(f"load average before {load_before}, after {load_after} ({os.cpu_count()} cores)")
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump({"rounds": args.rounds, "bench": args.bench, "quick": args.quick, "load_before": load_before, "load_after": load_after,
-                       "ratios": ratios,
-                       "false_slower": {str(f): sorted(map(list, s)) for f, s in significant.items()}},
-                      fh, indent=1)
-        print(f"written to {args.out}")
+            for commit in (a, b):
+                for name, (v, _ss, _key) in compare.load(conf, MACHINE, commit).items():
+                    values.setdefault(name, []).append(v)
+        load_after = loadavg()
     finally:
         os.chdir(ROOT)
         shutil.rmtree(work, ignore_errors=True)
+
+    measured = summarize(values)
+    old = {}
+    if not args.fresh and os.path.exists(args.out):
+        try:
+            with open(args.out) as f:
+                old = json.load(f).get("benchmarks", {})
+        except (OSError, ValueError):
+            old = {}
+    run_info = {
+        "machine": MACHINE, "cpus": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": load_after,
+        "date": started.isoformat(timespec="seconds"), "commit": a,
+        "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
+        "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != 3 else "")
+                   + (f" BENCH='{args.bench}'" if args.bench else ""),
+    }
+    for entry in measured.values():
+        entry["run"] = started.isoformat(timespec="seconds")
+    merged = {**old, **measured}
+    doc = {"about": "Same-code spread of each benchmark on the machine below (tools/noise.py); "
+                    "tools/compare.py takes each figure's threshold from it.",
+           "last_run": run_info,
+           "runs": ([] if args.fresh else _old_runs(args.out)) + [run_info],
+           "benchmarks": dict(sorted(merged.items()))}
+    with open(args.out, "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+
+    print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
+    rows = sorted(measured.items(), key=lambda kv: -(kv[1]["band"] or float("inf")))
+    for name, e in rows:
+        band = "crosses 0" if e["band"] is None else f"{e['band']:.4f}"
+        print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}")
+    print(f"machine {MACHINE}, {os.cpu_count()} cores, load average before {load_before}, after {load_after}")
+    print(f"written to {args.out}")
     return 0
+
+
+def _old_runs(path):
+    try:
+        with open(path) as f:
+            return json.load(f).get("runs", [])
+    except (OSError, ValueError):
+        return []
 
 
 if __name__ == "__main__":

@@ -18,6 +18,18 @@ returns the ratio itself, or the entry names "peer": {"name", "params"} and the
 ratio is computed as this value / that value (for "better": "lower", that / this).
 "target" may be omitted or null (shown, never failed).
 
+benchmarks/rates.json maps a time_ benchmark to the number of tasks one call
+processes ({"throughput.Enqueue.time_enqueue": 2000, ...}; the benchmark module
+declares the same number as the function's `tasks_per_call`, which asv's
+benchmarks.json does not keep).  Such a benchmark is reported as tasks/s
+(tasks_per_call / seconds, higher is better); one missing from the file stays in
+seconds.
+
+The regression section runs step detection over every benchmark and parameter
+combination in the history, each in its own direction, and puts next to each step
+the figure's same-code band from benchmarks/noise.json: a step inside the band is
+labelled noise.
+
 Runs with the Python that has asv installed (make bench uses .venv).
 """
 import argparse
@@ -35,9 +47,23 @@ from asv.config import Config
 from asv.results import iter_results_for_machine
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import better_of  # noqa: E402  (one rule for "which way is better")
+from compare import better_of, read_noise  # noqa: E402  (one rule for "which way is better")
 
-STEP_THRESHOLD = 0.05  # relative size below which a step is not reported
+STEP_THRESHOLD = 0.05  # relative size below which a step of a wall-clock figure is not reported
+COST_STEP_THRESHOLD = 0.005  # cost figures are counted, not timed: 0.5% is already real
+DEFAULT_RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "benchmarks", "rates.json")
+
+
+def read_rates(path):
+    """{time_ benchmark: tasks per call} from benchmarks/rates.json; {} when absent."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items()
+            if not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
 
 
 def git(*args, cwd="."):
@@ -74,7 +100,8 @@ def fmt(value, unit=""):
 class History:
     """Results of one machine, by commit, in branch order (newest first)."""
 
-    def __init__(self, conf, machine, branch):
+    def __init__(self, conf, machine, branch, rates=None):
+        self.rates = rates or {}
         self.order = git("rev-list", "--first-parent", branch, cwd=conf.repo_dir).split()
         self.by_commit = {}
         for res in iter_results_for_machine(conf.results_dir, machine):
@@ -157,6 +184,9 @@ def entry_value(hist, commit, entry):
     v = hist.value(commit, entry["name"], entry.get("params", {}))
     if isnan(v):
         return None
+    per_call = hist.rates.get(entry["name"])
+    if per_call and v is not None:
+        v = per_call / v if v > 0 else None  # seconds per call -> tasks/s
     peer = entry.get("peer")
     if peer and v is not None:
         pv = hist.value(commit, peer["name"], peer.get("params", {}))
@@ -171,7 +201,7 @@ def entry_better(entry):
     return "higher" if entry.get("peer") else entry.get("better", "higher")
 
 
-def steps_for(hist, entry):
+def steps_for(hist, entry, threshold=STEP_THRESHOLD):
     """Regressions of one figure by asv.step_detect, in the figure's direction."""
     commits, ys = series(hist, entry)
     higher = entry_better(entry) == "higher"
@@ -179,8 +209,10 @@ def steps_for(hist, entry):
     y = [None if v is None else (1.0 / v if higher and v else v) for v in ys]
     if sum(v is not None for v in y) < 3:
         return []
+    if any(v is not None and v <= 0 for v in y):
+        return []  # step detection works on ratios: figures at or below 0 (RSS growth) have none
     steps = step_detect.detect_steps(y)
-    latest, best, jumps = step_detect.detect_regressions(steps, threshold=STEP_THRESHOLD)
+    latest, best, jumps = step_detect.detect_regressions(steps, threshold=threshold)
     out = []
     for before, after, v_before, v_after in jumps or []:
         conv = (lambda x: 1.0 / x) if higher else (lambda x: x)
@@ -198,9 +230,38 @@ def steps_for(hist, entry):
             "commit_after": c_after,
             "value_before": conv(v_before), "value_after": conv(v_after),
             "change": change(conv(v_after), conv(v_before)),
-            "unit": entry.get("unit", ""),
+            "unit": entry.get("unit", ""), "better": entry_better(entry),
         })
     return out
+
+
+def display_name(name, combo):
+    """asv's name for one parameter combination (as `asv compare` and noise.json write it)."""
+    return f"{name}({', '.join(combo)})" if combo else name
+
+
+def all_figures(bench_meta, declared, rates):
+    """Every benchmark and parameter combination asv knows, as report entries."""
+    for key, m in sorted(bench_meta.items()):
+        if not isinstance(m, dict) or "name" not in m:
+            continue
+        names, params = m.get("param_names", []), m.get("params", [])
+        for combo in (itertools.product(*params) if params else [()]):
+            display = display_name(key, combo)
+            yield {"name": key, "params": dict(zip(names, combo)), "label": display,
+                   "display": display, "cost": m.get("unit") == "instructions",
+                   "better": "higher" if key in rates else better_of(key, m, declared),
+                   "unit": "tasks/s" if key in rates else (m.get("unit") or "")}
+
+
+def band_label(step, band):
+    """'noise' when a step is no larger than the figure's same-code band, else 'real'."""
+    if band is None:
+        return "no band measured"
+    b, a = step["value_before"], step["value_after"]
+    if not b or not a or (a > 0) != (b > 0):
+        return "real"
+    return "noise (inside its band)" if max(a / b, b / a) <= band else "real"
 
 
 def asv_regressions(html_dir, bench_meta=None, declared=None):
@@ -228,10 +289,12 @@ def asv_regressions(html_dir, bench_meta=None, declared=None):
     return out
 
 
-def build(conf, machine, targets_path):
+def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None):
     branch = conf.branches[0] if conf.branches else "main"
     param_names, bench_meta = load_param_names(conf.results_dir)
-    hist = History(conf, machine, branch)
+    rates = read_rates(rates_path)
+    noise = read_noise(noise_path or os.path.join(conf.repo_dir, "benchmarks", "noise.json"))
+    hist = History(conf, machine, branch, rates)
     hist.param_names = param_names
     if not hist.commits:
         raise SystemExit(f"no results for machine {machine} on {branch} in {conf.results_dir}")
@@ -250,7 +313,7 @@ def build(conf, machine, targets_path):
     headlines, peers, step_regs = [], [], []
     for entry in targets:
         name = entry["name"]
-        unit = entry.get("unit") or bench_meta.get(name, {}).get("unit", "")
+        unit = entry.get("unit") or ("tasks/s" if name in rates else bench_meta.get(name, {}).get("unit", ""))
         cur = entry_value(hist, newest, entry)
         prev_commit, prev = None, None
         for c in hist.commits[1:]:
@@ -267,11 +330,20 @@ def build(conf, machine, targets_path):
             "pass": passes(cur, entry.get("target"), entry_better(entry)),
             "known": name in bench_meta,
             "state": entry_state(hist, newest, entry),
+            "band": (noise.get(display_name(name, tuple(str(entry.get("params", {}).get(p))
+                                                         for p in param_names.get(name, [])))) or {}).get("band"),
         }
         if entry.get("peer"):
             row["peer"] = entry["peer"]
         (peers if entry.get("kind") == "peer_ratio" else headlines).append(row)
-        step_regs += steps_for(hist, entry)
+
+    declared = {e["name"]: e["better"] for e in targets if "better" in e and not e.get("peer")}
+    for fig in all_figures(bench_meta, declared, rates):
+        band = (noise.get(fig["display"]) or {}).get("band")
+        for g in steps_for(hist, fig, COST_STEP_THRESHOLD if fig["cost"] else STEP_THRESHOLD):
+            g["band"], g["verdict"] = band, band_label(g, band)
+            step_regs.append(g)
+    step_regs.sort(key=lambda g: (g["verdict"] != "real", -abs(g["change"] or 0)))
 
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -281,9 +353,7 @@ def build(conf, machine, targets_path):
         "benchmarked_commits": len(hist.commits),
         "headlines": headlines, "peers": peers,
         "regressions_step_detect": step_regs,
-        "regressions_asv": asv_regressions(
-            conf.html_dir, bench_meta,
-            {e["name"]: e["better"] for e in targets if "better" in e and not e.get("peer")}),
+        "regressions_asv": asv_regressions(conf.html_dir, bench_meta, declared),
         "summary": {
             "pass": sum(1 for r in headlines + peers if r["pass"] is True),
             "fail": sum(1 for r in headlines + peers if r["pass"] is False),
@@ -309,6 +379,10 @@ def target_text(row):
     if row["target"] is None:
         return "—"
     return ("≥ " if row["better"] == "higher" else "≤ ") + fmt(row["target"], row["unit"])
+
+
+def band_text(band):
+    return "not measured" if band is None else f"{(band - 1) * 100:.2g}%" if band < 1.1 else f"{band:.2f}×"
 
 
 def params_text(p):
@@ -337,12 +411,15 @@ def to_markdown(rep):
     s = rep["summary"]
     lines += ["", f"**{s['pass']} pass, {s['fail']} fail, {s['no_value']} without a value.**", "",
               "## Headline figures", "",
-              "| figure | target | newest | previous | change | status |",
-              "|---|---|---|---|---|---|"]
+              "Same-code band: the spread of this figure over runs of the same code on this machine "
+              "(benchmarks/noise.json, `make noise`); a change inside it is noise.", "",
+              "| figure | target | newest | previous | change | same-code band | status |",
+              "|---|---|---|---|---|---|---|"]
     for r in rep["headlines"]:
         label = label_of(r)
         lines.append(f"| {label} | {target_text(r)} | {fmt(r['value'], r['unit'])} | "
-                     f"{fmt(r['previous'], r['unit'])} | {pct(r['change'])} | {status(r)} |")
+                     f"{fmt(r['previous'], r['unit'])} | {pct(r['change'])} | {band_text(r.get('band'))} | "
+                     f"{status(r)} |")
     lines += ["", "## prismq_queue against its peers and the sqlite3 floor", "",
               "Ratio of prismq_queue's figure to the peer's (> 1: prismq_queue is better).", "",
               "| comparison | target | newest | previous | change | status |",
@@ -354,16 +431,21 @@ def to_markdown(rep):
         lines.append(f"| {label} | {t} | {v(r['value'])} | {v(r['previous'])} | "
                      f"{pct(r['change'])} | {status(r)} |")
     lines += ["", "## Regressions", "",
-              f"Step detection (asv.step_detect) over the history of each figure above, in its own "
-              f"direction, steps of {STEP_THRESHOLD:.0%} or more:", ""]
+              f"Step detection (asv.step_detect) over the history of every benchmark, each in its own "
+              f"direction (a drop of tasks/s is a regression, a rise of ms is one), steps of "
+              f"{STEP_THRESHOLD:.0%} or more ({COST_STEP_THRESHOLD:.1%} for the cost figures, which are "
+              f"counted, not timed). Each step is set against the figure's same-code band: inside "
+              f"it, it is noise.", ""]
     if rep["regressions_step_detect"]:
-        lines += ["| figure | introduced by | before | after | change |", "|---|---|---|---|---|"]
+        lines += ["| figure | introduced by | before | after | change | same-code band | verdict |",
+                  "|---|---|---|---|---|---|---|"]
         for g in rep["regressions_step_detect"]:
             where = (f"`{short(g['commit_after'])}`" if g["commit_before"] is None else
                      f"`{short(g['commit_before'])}..{short(g['commit_after'])}`")
             label = label_of(g)
             lines.append(f"| {label} | {where} | {fmt(g['value_before'], g['unit'])} | "
-                         f"{fmt(g['value_after'], g['unit'])} | {pct(g['change'])} |")
+                         f"{fmt(g['value_after'], g['unit'])} | {pct(g['change'])} | "
+                         f"{band_text(g.get('band'))} | {g.get('verdict', '')} |")
     else:
         lines.append("None found" + (" (step detection needs at least 3 benchmarked commits)."
                                      if rep["benchmarked_commits"] < 3 else "."))
@@ -392,6 +474,8 @@ def main(argv=None):
     ap.add_argument("--config", default="asv.conf.json")
     ap.add_argument("--targets", default="benchmarks/targets.json")
     ap.add_argument("--machine", default=None)
+    ap.add_argument("--rates", default=DEFAULT_RATES, help="tasks per call of time_ benchmarks")
+    ap.add_argument("--noise", default=None, help="same-code bands (default: benchmarks/noise.json)")
     ap.add_argument("--out", default=None, help="folder for report.md/.json (default: .asv)")
     args = ap.parse_args(argv)
     conf = Config.load(args.config)
@@ -400,7 +484,7 @@ def main(argv=None):
         print(f"error: {args.targets} not found (headline figures and targets)", file=sys.stderr)
         return 1
     machine = pick_machine(conf.results_dir, args.machine)
-    rep = build(conf, machine, args.targets)
+    rep = build(conf, machine, args.targets, args.rates, args.noise)
     out = args.out or os.path.dirname(os.path.abspath(conf.results_dir))
     os.makedirs(out, exist_ok=True)
     md = to_markdown(rep)
