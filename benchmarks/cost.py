@@ -50,7 +50,9 @@ CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_cost_child.py
 SMOKE = os.environ.get("PRISMQ_BENCH_SMOKE", "") not in ("", "0")
 PG_ENV = "PRISMQ_BENCH_PG"
 # Count only these ops (comma-separated _cost_child ops, e.g. "claim_complete"); the
-# others skip. Each op left out saves a cachegrind run (tests/test_gate.py uses it).
+# others skip. Each op left out saves a cachegrind run (tests/test_gate.py uses it). The
+# ops share their processes, so a figure counted with a subset differs from the full
+# family's (claim + complete: ~1% higher alone): compare like with like.
 ONLY_ENV = "PRISMQ_BENCH_COST_OPS"
 
 # op: (baseline size, measured size). Pinned: every commit does the same work. The
