@@ -118,8 +118,8 @@ async def test_memory_database_is_refused():
         Queue(":memory:")
 
 
-async def test_calls_on_a_closed_queue(db_path):
-    q = Queue(db_path)
+async def test_calls_on_a_closed_queue(location):
+    q = Queue(location)
     with pytest.raises(QueueClosed):
         await q.enqueue("t")
     await q.open()

@@ -14,6 +14,8 @@ import pytest
 from prismq_queue import InvalidArgument, PayloadError, Queue, RetryPolicy, Strategy, TaskStatus, Worker
 from prismq_queue.queue import MAX_NESTING
 
+from helpers import statements_run
+
 
 def nested(depth):
     """A list nested `depth` levels deep: [[[...]]]."""
@@ -298,13 +300,8 @@ async def test_weighted_claim_finds_due_levels_in_one_statement(db_path):
     async with Queue(db_path) as q:
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(2000)])
         due = await q.enqueue("t", "due", priority=5000)
-        statements = []
-        backend = q.backend  # the trace is set on the connection's own thread
-        await backend._call(lambda: backend._raw.set_trace_callback(statements.append))
-        try:
+        async with statements_run(q) as statements:
             tasks = await q.claim("w", limit=10, strategy=Strategy.WEIGHTED_RANDOM)
-        finally:
-            await backend._call(lambda: backend._raw.set_trace_callback(None))
         assert [t.id for t in tasks] == [due]
         assert len(statements) < 20, len(statements)
 

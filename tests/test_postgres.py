@@ -1,24 +1,22 @@
 """PostgreSQL-specific behaviour: URLs and schemas, migrations, errors, LISTEN/NOTIFY wake-ups,
-several worker processes on one server, a killed worker's tasks recovered, and the Hypothesis
-state machine run against PostgreSQL. The shared queue and worker tests run on PostgreSQL too,
-through the parametrized `queue` fixture of conftest.py."""
+and the Hypothesis state machine run against PostgreSQL. Everything both backends do alike (the
+queue and worker API, several worker processes, a killed worker's tasks recovered) is tested once,
+on both, through the `location` and `queue` fixtures of conftest.py."""
 
 import asyncio
 import collections
-import signal
 import time
 
 import pytest
 
 from prismq_queue import (
-    DatabaseError, InvalidArgument, LeaseLost, Queue, QueueClosed, QueueError, RetryPolicy, SchemaVersionError,
-    Strategy, TaskStatus, Worker,
+    DatabaseError, InvalidArgument, Queue, QueueError, RetryPolicy, SchemaVersionError, Strategy, Worker,
 )
 
 asyncpg = pytest.importorskip("asyncpg", reason="the PostgreSQL backend needs asyncpg (pip install -e '.[test]')")
 
 from prismq_queue import UnsupportedOperation  # noqa: E402
-from procs import executions, spawn  # noqa: E402
+from helpers import execute  # noqa: E402
 from prismq_queue.backends.postgres import PostgresBackend  # noqa: E402
 
 
@@ -131,39 +129,7 @@ async def test_many_queues_migrating_one_schema_at_once(pg_location):
         await asyncio.gather(*[q.close() for q in queues])
 
 
-# -- the API on PostgreSQL, where the shared tests use SQLite internals -------------
-
-
-async def test_fifo_and_lifo_order(pg_location):
-    async with Queue(pg_location) as q:
-        ids = await q.enqueue_many([("t", i) for i in range(5)])
-        assert [t.id for t in await q.claim("w", limit=2, strategy=Strategy.FIFO)] == ids[:2]
-        assert [t.id for t in await q.claim("w", limit=2, strategy="lifo")] == [ids[4], ids[3]]
-
-
-async def test_fail_retries_with_backoff_from_the_policy(pg_url, pg_location):
-    async with Queue(pg_location, retry=RetryPolicy(max_attempts=2, base_delay=100, jitter=0)) as q:
-        tid = await q.enqueue("t")
-        (task,) = await q.claim("w")
-        assert await q.fail(task, "boom") == TaskStatus.QUEUED
-        stored = await q.get(tid)
-        assert stored.error == "boom" and 99 < stored.run_at - time.time() <= 100
-        assert await q.claim("w") == []  # backing off
-        await sql(pg_url, f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET run_at = 0')
-        (task,) = await q.claim("w")
-        assert task.attempts == 2
-        assert await q.fail(task, "boom again") == TaskStatus.FAILED
-
-
-async def test_idempotency_is_race_free_across_connections(pg_location):
-    async with Queue(pg_location) as q1, Queue(pg_location) as q2:
-        ids = await asyncio.gather(*[q.enqueue("t", i, idempotency_key="same")
-                                     for i, q in enumerate([q1, q2] * 10)])
-        assert len(set(ids)) == 1
-        assert (await q1.stats())["total"] == 1
-        mixed = await q2.enqueue_many([("t", 1), ("t", 2, {"idempotency_key": "same"}),
-                                       ("t", 3, {"idempotency_key": "new"}), ("t", 4, {"idempotency_key": "new"})])
-        assert mixed[1] == ids[0] and mixed[2] == mixed[3] and len(set(mixed)) == 3
+# -- the API where PostgreSQL differs ------------------------------------------------
 
 
 async def test_keyed_batches_racing_on_several_connections_agree(pg_location):
@@ -193,29 +159,6 @@ async def test_weighted_random_reports_next_due_when_nothing_is_ready(pg_locatio
         assert result.claimed == [] and result.next_due > time.time() + 50
 
 
-async def test_reopening_keeps_tasks(pg_location):
-    async with Queue(pg_location) as q:
-        tid = await q.enqueue("t", {"keep": True})
-    async with Queue(pg_location) as q:
-        assert (await q.get(tid)).payload == {"keep": True}
-
-
-async def test_calls_on_a_closed_queue(pg_location):
-    q = Queue(pg_location)
-    with pytest.raises(QueueClosed):
-        await q.enqueue("t")
-    await q.open()
-    await q.close()
-    with pytest.raises(QueueClosed):
-        await q.get(1)
-
-
-@pytest.mark.parametrize("durability,expected", [("normal", "off"), ("full", "on")])
-async def test_durability_sets_synchronous_commit(pg_location, durability, expected):
-    async with Queue(pg_location, durability=durability) as q:
-        assert await q.backend._run(lambda c: c.fetchval("SHOW synchronous_commit")) == expected
-
-
 async def test_values_postgres_cannot_store_are_refused_and_nothing_is_written(pg_location):
     async with Queue(pg_location) as q:
         with pytest.raises(InvalidArgument):
@@ -239,8 +182,7 @@ async def test_maintenance_on_postgres(pg_location):
         assert await q.purge(older_than=0) == 10
         await q.vacuum()
         assert await q.integrity_check() == ["ok"]
-        await q.backend._run(lambda c: c.execute(
-            f'UPDATE "{schema_of(pg_location)}".prismq_tasks SET lease_until = 1 WHERE status = \'queued\''))
+        await execute(pg_location, "UPDATE {tasks} SET lease_until = 1 WHERE status = 'queued'")
         problems = await q.integrity_check()
         assert len(problems) == 40 and "queued but leased" in problems[0]
         with pytest.raises(UnsupportedOperation, match="pg_dump"):
@@ -283,30 +225,13 @@ async def _idle_worker_is_woken_by(pg_location, produce):
             await asyncio.wait_for(runner, 10)
 
 
-async def test_another_connection_wakes_an_idle_worker(pg_location):
-    async def produce():
-        async with Queue(pg_location) as other:  # a separate connection, as another process would have
-            await other.enqueue("t")
-
-    await _idle_worker_is_woken_by(pg_location, produce)
-
-
-async def test_an_insert_by_another_tool_wakes_an_idle_worker(pg_url, pg_location):
-    async def produce():  # the trigger notifies, whoever inserts
-        await sql(pg_url, f'INSERT INTO "{schema_of(pg_location)}".prismq_tasks '
-                          "(type, payload, priority, status, run_at, max_attempts, created_at) "
-                          "VALUES ('t', 'null', 100, 'queued', 0, 5, 0)")
-
-    await _idle_worker_is_woken_by(pg_location, produce)
-
-
-async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_url, pg_location):
+async def test_a_released_task_wakes_an_idle_worker_elsewhere(pg_location):
     async def produce():
         # A task leased elsewhere (inserted running, so the idle worker cannot take it)...
-        (row,) = await sql(pg_url, f'INSERT INTO "{schema_of(pg_location)}".prismq_tasks '
-                                   "(type, payload, priority, status, run_at, max_attempts, created_at, token, "
-                                   "lease_until, attempts) VALUES ('t', 'null', 100, 'running', 0, 5, 0, 42, "
-                                   f"{time.time() + 3600}, 1) RETURNING id")
+        (row,) = await execute(pg_location, "INSERT INTO {tasks} (type, payload, priority, status, run_at, "
+                                            "max_attempts, created_at, token, lease_until, attempts) VALUES "
+                                            "('t', 'null', 100, 'running', 0, 5, 0, 42, $1, 1) RETURNING id",
+                               time.time() + 3600)
         async with Queue(pg_location) as other:
             await other.release(await other.get(row[0]))  # ...handed back: due at once, and announced
 
@@ -337,68 +262,6 @@ async def test_work_added_before_the_first_wait_is_not_missed(pg_location):
         finally:
             worker.stop()
             await asyncio.wait_for(runner, 10)
-
-
-# -- many processes ---------------------------------------------------------------
-
-
-@pytest.mark.slow
-async def test_four_processes_drain_one_queue_exactly_once(tmp_path, pg_location):
-    async with Queue(pg_location) as q:
-        ids = await q.enqueue_many([("job", i) for i in range(2000)])
-    procs = [spawn(pg_location, str(tmp_path / f"w{i}.log"), "--concurrency", "8") for i in range(4)]
-    for p in procs:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    runs = executions(tmp_path)
-    assert set(runs) == set(ids)
-    assert max(runs.values()) == 1  # no task ran twice
-    async with Queue(pg_location) as q:
-        stats = await q.stats()
-        assert stats["by_status"]["completed"] == 2000 and stats["total"] == 2000
-        pids = {(await q.get(i)).result for i in ids[::50]}
-    assert len(pids) >= 2  # the work really was shared between processes
-
-
-@pytest.mark.slow
-async def test_killed_worker_tasks_are_recovered_after_the_lease(tmp_path, pg_location):
-    async with Queue(pg_location) as q:
-        ids = await q.enqueue_many([("job", i) for i in range(30)])
-    victim = spawn(pg_location, str(tmp_path / "victim.log"), "--sleep", "0.5", "--concurrency", "5",
-                   "--lease", "1.0", "--forever")
-    assert victim.stdout.readline().strip() == "ready"
-    while sum(executions(tmp_path).values()) < 5:  # it holds 5 leases, mid-handler
-        await asyncio.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=10)
-
-    async with Queue(pg_location) as q:
-        stranded = await q.list_tasks(status="running")
-        assert stranded, "the killed worker should have left leased tasks behind"
-        with pytest.raises(LeaseLost):  # a stranger's token never finishes a task
-            forged = stranded[0]
-            forged.token += 1
-            await q.complete(forged)
-        rescuer = Worker(q, concurrency=10, lease_seconds=5, poll_interval=30)
-
-        async def handler(task):
-            with open(tmp_path / "rescuer.log", "a") as f:
-                f.write(f"{task.id}\n")
-
-        rescuer.register("job", handler)
-        runner = asyncio.create_task(rescuer.run())
-        for _ in range(3000):  # the stranded tasks come back once their leases run out
-            if (await q.stats())["by_status"]["completed"] == 30:
-                break
-            await asyncio.sleep(0.02)
-        rescuer.stop()
-        await runner
-        tasks = [await q.get(i) for i in ids]
-    assert all(t.status == TaskStatus.COMPLETED for t in tasks)
-    for t in stranded:
-        again = next(x for x in tasks if x.id == t.id)
-        assert again.attempts == 2  # the lost attempt was counted, then it ran again
-    assert set(executions(tmp_path)) == set(ids)
 
 
 # -- the model-based test, on PostgreSQL ------------------------------------------

@@ -1,4 +1,5 @@
-"""The Queue API on a real SQLite file: ordering, leases, fencing, retries, cancellation, stats."""
+"""The Queue API on each backend (a real SQLite file, a real PostgreSQL server): ordering, leases,
+fencing, retries, cancellation, stats."""
 
 import asyncio
 import time
@@ -9,6 +10,8 @@ import pytest
 from prismq_queue import (
     LeaseLost, Queue, RetryPolicy, Strategy, TaskCancelled, TaskStatus,
 )
+
+from helpers import commit_sync_setting, execute, is_sqlite, make_all_due
 
 
 async def test_enqueue_returns_ids_and_get_reads_them_back(queue):
@@ -107,8 +110,8 @@ async def test_complete_stores_the_result(queue):
     assert stored.status == TaskStatus.COMPLETED and stored.result == {"ok": True} and stored.finished_at
 
 
-async def test_fail_retries_with_backoff_from_the_policy(db_path):
-    async with Queue(db_path, retry=RetryPolicy(max_attempts=2, base_delay=100, jitter=0)) as q:
+async def test_fail_retries_with_backoff_from_the_policy(location):
+    async with Queue(location, retry=RetryPolicy(max_attempts=2, base_delay=100, jitter=0)) as q:
         tid = await q.enqueue("t")
         (task,) = await q.claim("w")
         assert await q.fail(task, "boom") == TaskStatus.QUEUED
@@ -116,7 +119,7 @@ async def test_fail_retries_with_backoff_from_the_policy(db_path):
         assert stored.error == "boom" and 99 < stored.run_at - time.time() <= 100
         assert await q.claim("w") == []  # backing off
         # Make it due now; the second failure exhausts max_attempts=2.
-        await q.backend._write(lambda c: c.execute("UPDATE prismq_tasks SET run_at = 0"))
+        await make_all_due(location)
         (task,) = await q.claim("w")
         assert task.attempts == 2
         assert await q.fail(task, "boom again") == TaskStatus.FAILED
@@ -216,6 +219,10 @@ async def test_idempotency_is_race_free_across_queues(location):
                                      for i, q in enumerate([q1, q2] * 10)])
         assert len(set(ids)) == 1
         assert (await q1.stats())["total"] == 1
+        # A batch mixing keyless, already-known and new keys: the known key's task, one task per new key.
+        mixed = await q2.enqueue_many([("t", 1), ("t", 2, {"idempotency_key": "same"}),
+                                       ("t", 3, {"idempotency_key": "new"}), ("t", 4, {"idempotency_key": "new"})])
+        assert mixed[1] == ids[0] and mixed[2] == mixed[3] and len(set(mixed)) == 3
 
 
 async def test_stats(queue):
@@ -258,12 +265,17 @@ async def test_maintenance_backup_checkpoint_vacuum_integrity(queue, tmp_path):
         assert (await copy.stats())["by_status"]["queued"] == 50
 
 
-@pytest.mark.parametrize("durability,expected", [("normal", 1), ("full", 2)])
-async def test_durability_sets_synchronous_and_wal(db_path, durability, expected):
-    async with Queue(db_path, durability=durability) as q:
-        sync = await q.backend._call(lambda: q.backend._raw.execute("PRAGMA synchronous").fetchone()[0])
-        mode = await q.backend._call(lambda: q.backend._raw.execute("PRAGMA journal_mode").fetchone()[0])
-        assert (sync, mode) == (expected, "wal")
+# How each backend's connection syncs commits: SQLite's PRAGMA synchronous, PostgreSQL's synchronous_commit.
+SYNCED = {"normal": {"sqlite": 1, "postgres": "off"}, "full": {"sqlite": 2, "postgres": "on"}}
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+async def test_durability_sets_how_commits_are_synced(location, durability):
+    async with Queue(location, durability=durability) as q:
+        sqlite = is_sqlite(location)
+        assert await commit_sync_setting(q) == SYNCED[durability]["sqlite" if sqlite else "postgres"]
+        if sqlite:  # the journal mode is the file's own: any connection sees it
+            assert await execute(location, "PRAGMA journal_mode") == [("wal",)]
 
 
 async def test_reopening_keeps_tasks(location):

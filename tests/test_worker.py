@@ -7,6 +7,8 @@ import pytest
 
 from prismq_queue import InvalidArgument, Queue, RetryPolicy, Strategy, TaskStatus, Worker
 
+from helpers import insert_due_task
+
 
 async def test_drains_everything_with_async_and_plain_handlers(queue):
     seen = []
@@ -106,15 +108,21 @@ async def test_enqueue_wakes_an_idle_worker_at_once(queue):
     await asyncio.wait_for(runner, 10)
 
 
-async def test_another_connection_wakes_an_idle_worker(location, queue):
+async def _enqueue_on_another_queue(location):
+    async with Queue(location) as other:  # a separate connection, as another process would have
+        await other.enqueue("t")
+
+
+@pytest.mark.parametrize("produce", [_enqueue_on_another_queue, insert_due_task], ids=["queue", "plain_sql"])
+async def test_another_connection_wakes_an_idle_worker(location, queue, produce):
+    # Plain SQL, no Queue at all: what wakes the worker is then the database's own signal.
     started = asyncio.Event()
     worker = Worker(queue, poll_interval=30)
     worker.register("t", lambda task: started.set())
     runner = asyncio.create_task(worker.run())
     await asyncio.sleep(0.1)
-    async with Queue(location) as other:  # a separate connection, as another process would have
-        await other.enqueue("t")
-    await asyncio.wait_for(started.wait(), 5)
+    await produce(location)
+    await asyncio.wait_for(started.wait(), 10)
     worker.stop()
     await asyncio.wait_for(runner, 10)
 

@@ -255,7 +255,9 @@ async def test_leases_are_renewed_during_the_grace_period(queue):
 # -- 10. the final flush is retried within the grace period -------------------------------------------
 
 
-async def test_final_flush_is_retried_within_the_grace_period(queue):
+async def _stopped_while_its_handler_runs(queue):
+    """A worker told to stop while the handler of its one task still runs: (task id, the event that
+    lets the handler return, the worker's run())."""
     release = asyncio.Event()
 
     async def handler(task):
@@ -269,6 +271,11 @@ async def test_final_flush_is_retried_within_the_grace_period(queue):
     while (await queue.get(tid)).status != TaskStatus.RUNNING:
         await asyncio.sleep(0.01)
     worker.stop()
+    return tid, release, runner
+
+
+async def test_final_flush_is_retried_within_the_grace_period(queue):
+    tid, release, runner = await _stopped_while_its_handler_runs(queue)
     # Every trip that writes finish records and claims nothing (the final flush) fails 3 times.
     calls = failing_cycle(queue, 3, QueueBusy, when=lambda finishes, claim, recover: bool(finishes) and not recover)
     release.set()
@@ -282,19 +289,7 @@ async def test_final_flush_waits_out_a_real_write_lock(db_path):
     from prismq_queue import Queue
 
     async with Queue(db_path, busy_timeout=0.1) as queue:
-        release = asyncio.Event()
-
-        async def handler(task):
-            await release.wait()
-            return "ok"
-
-        tid = await queue.enqueue("t")
-        worker = Worker(queue, grace_period=30)
-        worker.register("t", handler)
-        runner = asyncio.create_task(worker.run())
-        while (await queue.get(tid)).status != TaskStatus.RUNNING:
-            await asyncio.sleep(0.01)
-        worker.stop()
+        tid, release, runner = await _stopped_while_its_handler_runs(queue)
         await asyncio.sleep(0.2)  # the work loop has ended; shutdown waits for the handler
         locker = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         locker.execute("BEGIN IMMEDIATE")
