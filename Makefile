@@ -2,7 +2,8 @@
 # Each creates what it needs (a virtual environment with the package, the
 # test tools and asv) on first use and reuses it after.
 #
-#   make test                       the tests (also checks the benchmark suite)
+#   make test                       lint, then the tests (also checks the benchmark suite)
+#   make lint                       ruff over the repository, mypy over prismq_queue/ (pyproject.toml)
 #   make bench                      benchmark the newest commits of main that have no
 #                                   results here, publish the dashboard, write the report
 #        RANGE=44e7cd0..main        a range of commits instead (ALL, a..b; not tags)
@@ -41,7 +42,7 @@ ROUNDS ?=
 FACTOR ?= 1.5
 NOISE_ROUNDS ?= 3
 
-.PHONY: test venv asv bench preview compare noise clean
+.PHONY: test lint venv asv bench preview compare noise clean
 
 venv: $(STAMP) $(ASV_STAMP)
 
@@ -66,7 +67,11 @@ $(ASV_STAMP): | $(VENV)/bin/python
 
 asv: $(ASV_STAMP)
 
-test: $(STAMP) $(ASV_STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint $(STAMP) $(ASV_STAMP)
 	@command -v valgrind >/dev/null || echo "note: valgrind is not installed: the cost family and its gate tests skip (apt-get install valgrind; .ci/run does)"
 	$(PY) -m pytest -q
 
@@ -85,4 +90,4 @@ noise: $(ASV_STAMP)
 	$(PY) tools/noise.py --rounds '$(NOISE_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache

@@ -20,7 +20,6 @@ job per call, then drain), and the pgqueuer ratio compares the two on PostgreSQL
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from json.encoder import c_make_encoder, encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]  # typeshed omits the C half
 import math
 import os
 import random
@@ -32,7 +32,7 @@ if c_make_encoder is not None:
     def _encode(value: Any) -> str:
         return "".join(_c_encode(value, 0))
 else:  # pragma: no cover - CPython always has the C encoder
-    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,
+    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,  # type: ignore[assignment]
                                default=_unencodable).encode
 _decode = json.loads
 

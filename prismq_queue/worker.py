@@ -99,7 +99,7 @@ class Worker:
         self._stopping = False  # set by stop(), even before run(): a stop is never forgotten
         self._wake_future: Optional[asyncio.Future] = None
         self._pause_future: Optional[asyncio.Future] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by run(), read only under it
         self._loop_thread: Optional[int] = None
         self._executor: Optional[ThreadPoolExecutor] = None
         self._rng = random.Random()

@@ -112,7 +112,7 @@ def test_rates_name_real_time_benchmarks():
     sys.path.insert(0, ROOT)
     with open(os.path.join(ROOT, "benchmarks", "rates.json")) as fh:
         rates = {k: v for k, v in json.load(fh).items() if not k.startswith("_")}
-    declared = {f"{q}.{n}": getattr(getattr(cls, n), "tasks_per_call")
+    declared = {f"{q}.{n}": getattr(cls, n).tasks_per_call
                 for q, cls, names in _benchmarks() for n in names if hasattr(getattr(cls, n), "tasks_per_call")}
     assert rates == declared
     assert all(name.split(".")[-1].startswith("time_") for name in rates), rates
@@ -182,7 +182,7 @@ def _drive() -> dict:
             except NotImplementedError as exc:
                 skips.append(f"{qual}.setup_cache: {exc}")
                 continue
-            except Exception as exc:  # noqa: BLE001
+            except Exception:  # noqa: BLE001
                 import traceback
 
                 failures.append(f"{qual}.setup_cache: {traceback.format_exc()}")

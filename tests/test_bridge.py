@@ -1,7 +1,6 @@
 """The bridge between the event loop and the SQLite connection (prismq_queue/backends/sqlite_bridge.py)."""
 
 import asyncio
-import os
 import sqlite3
 import subprocess
 import sys

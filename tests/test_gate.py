@@ -103,7 +103,7 @@ def test_gate_on_cost_figures(clone):
     commit_append(clone, COMMENT_ONLY, "comment only")
     rc, out = make_compare(clone, base)
     assert "Gate (each figure in its own direction" in out, "the comparison table was not printed"
-    row = [l for l in out.splitlines() if l.startswith(COST_FIGURE)]
+    row = [line for line in out.splitlines() if line.startswith(COST_FIGURE)]
     assert row and "cost: fails at +1" in row[0], "the claim cost figure was not judged as a cost figure"
     assert rc == 0, "a comment-only commit failed the gate"
     assert "GATE PASSED" in out

@@ -72,7 +72,7 @@ async def test_single_enqueues_wake_one_idle_worker_not_all(pg_location):
             for i in range(n):
                 await producer.enqueue("t", i)
                 # one at a time, each done before the next: a woken worker finds its task
-                assert await _until(lambda: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+                assert await _until(lambda i=i: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
         trips = sum(w.cycles for w in idle) - before
         # Each task takes a trip to claim it and one to acknowledge it (with the claim of the
         # next, often). Waking all four idle workers would add three empty claims per task.

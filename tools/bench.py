@@ -226,7 +226,7 @@ def main(argv=None):
 
     with open(args.config) as f:
         # asv.conf.json allows // comments; only the few keys we need are read here
-        text = "".join(l for l in f if not l.lstrip().startswith("//"))
+        text = "".join(line for line in f if not line.lstrip().startswith("//"))
     conf = json.loads(text)
     branch = (conf.get("branches") or ["main"])[0]
     results_dir = conf.get("results_dir", "results")

@@ -173,7 +173,7 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
             meta = json.load(f)
     except OSError:
         raise SystemExit("GATE FAILED: asv produced no results (see the asv output above: "
-                         "an environment or build failure?)")
+                         "an environment or build failure?)") from None
     noise = noise or {}
     declared = directions(targets_path)
     r1, r2 = load(conf, machine, base), load(conf, machine, head)

@@ -397,7 +397,9 @@ def label_of(row):
 
 
 def to_markdown(rep):
-    short = lambda c: c[:8] if c else "—"
+    def short(c):
+        return c[:8] if c else "—"
+
     new, prev = rep["newest_commit"], rep["previous_commit"]
     lines = [
         "# Benchmark report", "",
@@ -426,7 +428,10 @@ def to_markdown(rep):
               "|---|---|---|---|---|---|"]
     for r in rep["peers"]:
         label = label_of(r)
-        v = lambda x: "n/a" if x is None else f"{x:.2f}×"
+
+        def v(x):
+            return "n/a" if x is None else f"{x:.2f}×"
+
         t = "—" if r["target"] is None else ("≥ " if r["better"] == "higher" else "≤ ") + f"{r['target']}×"
         lines.append(f"| {label} | {t} | {v(r['value'])} | {v(r['previous'])} | "
                      f"{pct(r['change'])} | {status(r)} |")

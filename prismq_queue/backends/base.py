@@ -74,7 +74,7 @@ class Backend:
         """Apply finish records, recover expired leases, then claim: one transaction, one trip."""
         raise NotImplementedError
 
-    async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+    async def extend(self, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         """Extend the (id, token) leases; return an outcome per lease."""
         raise NotImplementedError
 
@@ -119,7 +119,7 @@ class Backend:
 FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
 
 
-def fence_outcome(row: Optional[tuple], token: int, wanted_status: Optional[str]) -> str:
+def fence_outcome(row: Optional[tuple], token: Optional[int], wanted_status: Optional[str]) -> str:
     """Why a fenced write did (or did not) apply, from the row's (status, token) read back after it."""
     if row is None:
         return MISSING

@@ -153,10 +153,10 @@ class PostgresBackend(Backend):
             raise DatabaseError("the PostgreSQL backend needs asyncpg: pip install 'prismq-queue[postgres]'")
         if durability not in DURABILITY:
             raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
-        for name, value in (("busy_timeout", busy_timeout), ("connect_timeout", connect_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
-                    or not math.isfinite(value):
-                raise InvalidArgument(f"{name} must be a number of seconds > 0, got {value!r}")
+        for name, seconds in (("busy_timeout", busy_timeout), ("connect_timeout", connect_timeout)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 \
+                    or not math.isfinite(seconds):
+                raise InvalidArgument(f"{name} must be a number of seconds > 0, got {seconds!r}")
         self.dsn, self.schema, self.url = parse_url(url, schema)
         self._secrets = _secrets_of(self.dsn)
         self.durability = durability
@@ -174,7 +174,8 @@ class PostgresBackend(Backend):
         self._claim_sql = {strategy: self._q["claim_cycle"].replace("{order}", self._q["order_" + strategy])
                            for strategy in SORT_KEYS}
         self._conn: Optional["asyncpg.Connection"] = None
-        self._lock: Optional[asyncio.Lock] = None
+        # The locks are made by open() and _listen(), in the loop that uses them; nothing takes them before.
+        self._lock: asyncio.Lock = None  # type: ignore[assignment]
         self._rng = random.Random()
         # LISTEN side.
         self._wakes: set[Callable[[], None]] = set()
@@ -184,7 +185,7 @@ class PostgresBackend(Backend):
         self._notifications = 0  # notifications received so far
         self._seen = 0  # ... when the last claim started
         self._watching = False  # this process holds the watch: notifications wake its workers
-        self._watch_lock: Optional[asyncio.Lock] = None  # one watch statement at a time on the listener
+        self._watch_lock: asyncio.Lock = None  # type: ignore[assignment]  # one watch statement at a time on the listener
         self._last_take = 0.0
         self._handover: Optional[asyncio.TimerHandle] = None
         self._take_later: Optional[asyncio.TimerHandle] = None
@@ -458,7 +459,7 @@ class PostgresBackend(Backend):
         return result, (first[CLAIMED_COLUMNS + 2], first[CLAIMED_COLUMNS + 3])
 
     async def _fence_outcomes(self, conn: "asyncpg.Connection",
-                              wanted: Sequence[tuple[int, int, Optional[str]]]) -> list[str]:
+                              wanted: Sequence[tuple[int, Optional[int], Optional[str]]]) -> list[str]:
         # Some fenced writes were refused: read back why. A row that now holds
         # the state we asked for, under our token, was applied.
         states = {r[0]: (r[1], r[2]) for r in await conn.fetch(self._q["fence_state"], [w[0] for w in wanted])}
@@ -498,10 +499,10 @@ class PostgresBackend(Backend):
         claimed.sort(key=lambda r: (r[3], r[6], r[0]))  # low numbers first, then first due
         return claimed, next_due, next_expiry
 
-    async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+    async def extend(self, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         return await self._run(self._extend, leases, lease_until)
 
-    async def _extend(self, conn: "asyncpg.Connection", leases: Sequence[tuple[int, int]],
+    async def _extend(self, conn: "asyncpg.Connection", leases: Sequence[tuple[int, Optional[int]]],
                       lease_until: float) -> list[str]:
         if not leases:
             return []
@@ -705,7 +706,8 @@ class PostgresBackend(Backend):
             if self._watching or listener is not self._listener:
                 return
             try:
-                taken = await listener.fetchval(self._q["watch_take"])
+                # (mypy narrows `listener` to the attribute's Optional type; it is the live listener)
+                taken = await listener.fetchval(self._q["watch_take"])  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - a lost listener is handled by _on_listener_lost
                 return
             if not taken:

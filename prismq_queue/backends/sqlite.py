@@ -88,7 +88,8 @@ class SQLiteBackend(Backend):
         self.busy_timeout = busy_timeout
         self._watch_interval = watch_interval
         self._bridge: Optional[SQLiteBridge] = None
-        self._raw: Optional[sqlite3.Connection] = None
+        # None only while closed, and every use goes through _call, which refuses then.
+        self._raw: sqlite3.Connection = None  # type: ignore[assignment]
         self._watcher: Optional[ChangeWatcher] = None
         self._checkpointer: Optional[Checkpointer] = None
         self._rng = random.Random()
@@ -113,7 +114,7 @@ class SQLiteBackend(Backend):
             await self._call(self._setup)
             self._checkpointer = Checkpointer(self.path)
         except BaseException:
-            self._bridge = self._raw = None
+            self._bridge = self._raw = None  # type: ignore[assignment]
             await bridge.close()
             raise
 
@@ -129,7 +130,7 @@ class SQLiteBackend(Backend):
                 helper.stop()
         self._watcher = self._checkpointer = None
         if self._bridge is not None:
-            bridge, self._bridge, self._raw = self._bridge, None, None
+            bridge, self._bridge, self._raw = self._bridge, None, None  # type: ignore[assignment]
             await bridge.close()
 
     def _setup(self) -> None:
@@ -393,11 +394,11 @@ class SQLiteBackend(Backend):
             wanted = target - len(claimed)
         return claimed
 
-    async def extend(self, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+    async def extend(self, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         return await self._write(self._extend, leases, lease_until)
 
     @staticmethod
-    def _extend(c: sqlite3.Connection, leases: Sequence[tuple[int, int]], lease_until: float) -> list[str]:
+    def _extend(c: sqlite3.Connection, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         outcomes = []
         for task_id, token in leases:
             if c.execute(Q["extend_lease"], (lease_until, task_id, token)).rowcount:
@@ -431,7 +432,8 @@ class SQLiteBackend(Backend):
     @staticmethod
     def _stats(c: sqlite3.Connection, now: float, windows: Sequence[float]) -> dict[str, Any]:
         cutoffs = {f"w{i + 1}": now - w for i, w in enumerate(windows)}
-        counts, recent = [], {w: {} for w in windows}
+        counts: list[tuple] = []
+        recent: dict[float, dict[str, int]] = {w: {} for w in windows}
         for task_type, status, n, *in_windows in c.execute(Q["count_by_type_status"], cutoffs):
             counts.append((task_type, status, n))
             for window, k in zip(windows, in_windows):

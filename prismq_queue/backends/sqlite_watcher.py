@@ -101,7 +101,7 @@ class ChangeWatcher:
 
     def _on_event(self) -> None:
         try:
-            while os.read(self._fd, 65536):
+            while os.read(self._fd, 65536):  # type: ignore[arg-type]  # the reader is added only with an fd
                 pass
         except BlockingIOError:
             pass

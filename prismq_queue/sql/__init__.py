@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(backend: str) -> dict[str, str]:
     """Return {name: statement} parsed from `<backend>.sql`."""
     text = (Path(__file__).with_name(f"{backend}.sql")).read_text(encoding="utf-8")
