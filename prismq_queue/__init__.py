@@ -1,4 +1,4 @@
-"""prismq_queue: a durable async task queue in one SQLite file."""
+"""prismq_queue: a durable async task queue in one SQLite file or a PostgreSQL database."""
 
 from .errors import (
     DatabaseError, InvalidArgument, LeaseLost, PayloadError, QueueBusy, QueueClosed, QueueError,

@@ -1,4 +1,4 @@
-"""The prismq-queue command line: inspect and manage a queue file."""
+"""The prismq-queue command line: inspect and manage a queue (a SQLite file or a PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ from .task import Task, TaskStatus
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prismq-queue",
-        description="Inspect and manage a prismq_queue database file.",
+        description="Inspect and manage a prismq_queue queue: a SQLite file or a PostgreSQL database.",
         epilog="Example: prismq-queue enqueue tasks.db resize '{\"w\": 100}' --priority 10")
     parser.add_argument("--version", action="version", version=f"prismq_queue {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("db", help="the queue's database file (or sqlite:///path)")
+        p.add_argument("db", help="the queue: a SQLite file (or sqlite:///path) or a postgresql:// URL")
         return p
 
     p = command("stats", "Show task counts by status and type, the oldest due task's age, recent activity.")
@@ -49,10 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     p = command("purge", "Delete finished tasks older than an age.")
     p.add_argument("--older-than", type=float, required=True, metavar="SECONDS",
                    help="delete completed, failed and cancelled tasks finished more than this long ago")
-    p = command("backup", "Copy the live database to another file (SQLite online backup).")
+    p = command("backup", "Copy a live SQLite queue to another file (online backup; for PostgreSQL use pg_dump).")
     p.add_argument("dest", help="the file to write")
-    command("check", "Run SQLite's integrity check; exit 1 if the file is damaged.")
-    p = command("checkpoint", "Copy the write-ahead log into the database file and truncate it.")
+    command("check", "Check the queue's integrity (SQLite's integrity check, or PostgreSQL's schema, "
+                     "indexes and rows); exit 1 if it is damaged.")
+    p = command("checkpoint", "Copy SQLite's write-ahead log into the database file and truncate it (SQLite only).")
     return parser
 
 

@@ -14,11 +14,12 @@ class PayloadError(InvalidArgument):
 
 
 class DatabaseError(QueueError):
-    """The database file cannot be opened or used (missing directory, not a database, corrupt)."""
+    """The database cannot be opened or used: for SQLite a missing directory, a file that is not a
+    database, a corrupt file; for PostgreSQL a server or database that cannot be reached, a failed statement."""
 
 
 class SchemaVersionError(DatabaseError):
-    """The file was written by a newer prismq_queue; it was left untouched."""
+    """The database (file or schema) was written by a newer prismq_queue; it was left untouched."""
 
 
 class QueueClosed(QueueError):

@@ -197,7 +197,8 @@ def _task_from_row(row: tuple) -> Task:
 
 
 class Queue:
-    """A persistent task queue in one SQLite file (or a database named by URL)."""
+    """A persistent task queue: one SQLite file (a path or sqlite:///path), or a PostgreSQL schema
+    (a postgresql:// URL)."""
 
     def __init__(self, location: Union[str, "os.PathLike[str]"], *, durability: str = "normal",
                  retry: Optional[RetryPolicy] = None, busy_timeout: float = 30.0, **backend_options: Any) -> None:
@@ -490,21 +491,24 @@ class Queue:
         return await self._backend.purge(time.time() - older_than)
 
     async def checkpoint(self, mode: str = "TRUNCATE") -> tuple:
-        """Copy the write-ahead log into the database file (and, by default, truncate it)."""
+        """Copy SQLite's write-ahead log into the database file (and, by default, truncate it).
+        PostgreSQL runs its own checkpoints: UnsupportedOperation there."""
         if not isinstance(mode, str):
             raise InvalidArgument(f"checkpoint mode must be a string such as 'TRUNCATE', got {mode!r}")
         return await self._backend.checkpoint(mode)
 
     async def vacuum(self) -> None:
-        """Rebuild the file to return the space of deleted rows."""
+        """Reclaim the space of deleted rows: SQLite rebuilds the file, PostgreSQL vacuums the table."""
         await self._backend.vacuum()
 
     async def backup(self, dest: Union[str, "os.PathLike[str]"]) -> None:
-        """Copy the live database to `dest` with SQLite's online backup API."""
+        """Copy a live SQLite queue to the file `dest` (SQLite's online backup API).
+        On PostgreSQL: UnsupportedOperation (use pg_dump)."""
         await self._backend.backup(os.fspath(dest))
 
     async def integrity_check(self) -> list[str]:
-        """SQLite's integrity check: ['ok'] when the file is sound."""
+        """['ok'] when the database is sound, else the problems found: SQLite's integrity check of
+        the file; on PostgreSQL the schema version, the indexes and each row's fields against its status."""
         return await self._backend.integrity_check()
 
     # -- wake-ups -----------------------------------------------------------
