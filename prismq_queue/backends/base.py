@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
+from ..errors import InvalidArgument
+
 # Row layouts shared by every backend.
 #: insert(): one new task.
 NEW_ROW = ("type", "payload", "priority", "run_at", "max_attempts", "created_at", "idempotency_key")
@@ -131,3 +133,15 @@ def fence_outcome(row: Optional[tuple], token: Optional[int], wanted_status: Opt
     if status == "cancelled":
         return CANCELLED
     return LOST
+
+
+# Options and messages every backend shares, written once.
+#: durability: "normal" (a crash of the machine may lose the last commits) or "full" (every commit is on disk)
+DURABILITIES = ("normal", "full")
+#: the text of QueueClosed for a call on a queue that was never opened, or was closed
+NOT_OPEN = "the queue is not open (use 'async with Queue(...)' or 'await queue.open()')"
+
+
+def check_durability(durability: Any) -> None:
+    if durability not in DURABILITIES:
+        raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")

@@ -25,7 +25,6 @@ import math
 import random
 import re
 import time
-from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -38,9 +37,10 @@ from .. import sql
 from ..errors import (
     DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError, UnsupportedOperation,
 )
+from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
-    COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY,
-    Backend, ClaimRequest, CycleResult, fence_outcome,
+    COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY,
+    Backend, ClaimRequest, CycleResult, check_durability, fence_outcome,
 )
 
 log = logging.getLogger("prismq_queue.postgres")
@@ -49,11 +49,9 @@ SCHEMA_VERSION = 1
 MIGRATIONS = {1: "schema_1"}
 DEFAULT_SCHEMA = "prismq"
 SCHEMES = ("postgresql", "postgres")
-DURABILITY = ("normal", "full")
 # A schema name: a plain identifier, short enough that "prismq_<schema>" is a
 # valid channel name (63 bytes at most).
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
-MAX_LEVELS = 64
 TRANSIENT_RETRIES = 5
 # The watch (see "notification" below): how long the holder's workers may all be
 # busy before it hands the watch on, and how often a process that does not hold
@@ -64,12 +62,9 @@ TAKE_INTERVAL = 1.0
 WATCH_FREE = "watch"  # the payload that says the watch was handed over
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
-# Claim order, by strategy, over CLAIMED_ROW tuples (id 0, priority 3, run_at 6).
-SORT_KEYS: dict[str, tuple[Callable[[tuple], Any], bool]] = {
-    "fifo": (lambda r: (r[6], r[0]), False),
-    "lifo": (lambda r: (r[6], r[0]), True),
-    "priority": (lambda r: (r[3], r[6], r[0]), False),
-}
+# The strategies one cycle statement claims for, in the ORDER BY of sql's order_<strategy>
+# (WEIGHTED_RANDOM draws its levels first: _claim_weighted).
+ORDERED = ("fifo", "lifo", "priority")
 
 
 def _quote_ident(name: str) -> str:
@@ -151,8 +146,7 @@ class PostgresBackend(Backend):
                  schema: Optional[str] = None, connect_timeout: float = 10.0) -> None:
         if asyncpg is None:
             raise DatabaseError("the PostgreSQL backend needs asyncpg: pip install 'prismq-queue[postgres]'")
-        if durability not in DURABILITY:
-            raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
+        check_durability(durability)
         for name, seconds in (("busy_timeout", busy_timeout), ("connect_timeout", connect_timeout)):
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0 \
                     or not math.isfinite(seconds):
@@ -170,9 +164,9 @@ class PostgresBackend(Backend):
                 text = text.replace(placeholder, value)
             self._q[name] = text
         self._cycle_sql = {strategy: self._q["cycle"].replace("{order}", self._q["order_" + strategy])
-                           for strategy in SORT_KEYS}
+                           for strategy in ORDERED}
         self._claim_sql = {strategy: self._q["claim_cycle"].replace("{order}", self._q["order_" + strategy])
-                           for strategy in SORT_KEYS}
+                           for strategy in ORDERED}
         self._conn: Optional["asyncpg.Connection"] = None
         # The locks are made by open() and _listen(), in the loop that uses them; nothing takes them before.
         self._lock: asyncio.Lock = None  # type: ignore[assignment]
@@ -290,7 +284,7 @@ class PostgresBackend(Backend):
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `await fn(conn, *args)` on the work connection, one call at a time, with errors translated."""
         if self._conn is None:
-            raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
+            raise QueueClosed(NOT_OPEN)
         async with self._lock:
             if self._conn is None:
                 raise QueueClosed("the queue was closed")
@@ -424,8 +418,7 @@ class PostgresBackend(Backend):
             extra, times = await self._statement(conn, strategy, (), more, False, now)
             result.claimed += extra.claimed
         if claim is not None:
-            key, reverse = SORT_KEYS[strategy]
-            result.claimed.sort(key=key, reverse=reverse)  # RETURNING gives no defined order
+            in_claim_order(result.claimed, strategy)  # RETURNING gives no defined order
             if len(result.claimed) < claim.limit:
                 result.next_due, result.next_expiry = times
         return result
@@ -467,37 +460,21 @@ class PostgresBackend(Backend):
 
     async def _claim_weighted(self, conn: "asyncpg.Connection", req: ClaimRequest,
                               now: float) -> tuple[list[tuple], Optional[float], Optional[float]]:
-        # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
-        # low numbers are favoured, yet every level keeps a share, so nothing
-        # starves. Within a level tasks go first due, first out. A level that
-        # runs dry gives its slots back to the draw.
+        # The policy (which levels, how many from each) is strategy.py's; here only its SQL.
         lease_until, token, worker_id, limit = req.lease_until, req.token, req.worker_id, req.limit
-        levels = [r[0] for r in await conn.fetch(self._q["ready_levels"], now, MAX_LEVELS)]
-        # Draw only as many slots as there are due tasks: the draw's cost follows
-        # the tasks returned, not `limit` (a limit of 2**40 is not an allocation).
-        target = await conn.fetchval(self._q["due_count"], now, levels, limit) if levels else 0
-        claimed: list[tuple] = []
-        next_due = next_expiry = None
-        fetched = False
-        wanted = target
-        while wanted > 0 and levels:
-            base = levels[0]
-            draws = Counter(self._rng.choices(levels, [1.0 / (1 + p - base) for p in levels], k=wanted))
-            order = sorted(draws)
-            records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now, wanted,
-                                       order, [draws[p] for p in order])
-            next_due, next_expiry = records[0][-2], records[0][-1]
-            rows = [tuple(r)[:CLAIMED_COLUMNS] for r in records if r[0] is not None]
-            got = Counter(r[3] for r in rows)
-            levels = [p for p in levels if got[p] >= draws[p]]  # the levels that ran dry drop out
-            claimed.extend(rows)
-            wanted = target - len(claimed)
-            fetched = True
-        if not fetched:  # nothing was ready: still say when something will be
+        search = LevelSearch(limit)
+        while not (search.walked(await conn.fetch(self._q["ready_levels"], now, limit, MAX_LEVELS, search.visits))
+                   or search.read(await conn.fetch(self._q["due_levels"], now, search.rows))):
+            pass
+        draw = WeightedDraw(search.levels, search.target, self._rng)
+        records = None
+        while draws := draw.next():
+            records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now,
+                                       sum(draws.values()), list(draws), list(draws.values()))
+            draw.took([tuple(r)[:CLAIMED_COLUMNS] for r in records if r[0] is not None])
+        if records is None:  # nothing was ready: still say when something will be
             records = await conn.fetch(self._q["claim_levels"], lease_until, token, worker_id, now, 0, [], [])
-            next_due, next_expiry = records[0][-2], records[0][-1]
-        claimed.sort(key=lambda r: (r[3], r[6], r[0]))  # low numbers first, then first due
-        return claimed, next_due, next_expiry
+        return in_claim_order(draw.claimed, "weighted_random"), records[0][-2], records[0][-1]
 
     async def extend(self, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         return await self._run(self._extend, leases, lease_until)

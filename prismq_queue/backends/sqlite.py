@@ -15,26 +15,26 @@ import os
 import random
 import sqlite3
 import time
-from collections import Counter
 from functools import partial
 from typing import Any, Callable, Optional, Sequence
 
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
+from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
-    COMPLETE, FAIL, FINAL_STATUS, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult, fence_outcome,
+    COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult,
+    check_durability, fence_outcome,
 )
 from .sqlite_bridge import SQLiteBridge
 from .sqlite_checkpointer import WAL_SIZE_LIMIT, Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"], 4: Q["schema_4"]}
+SCHEMA_VERSION = 5
+MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"], 4: Q["schema_4"], 5: Q["schema_5"]}
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
-MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
 # A single call may run on the event loop's thread (see _call) only if it is short:
 # one row written, and no text longer than this (a payload, a result, an error) ...
 SHORT_TEXT = 16 * 1024
@@ -43,11 +43,6 @@ SHORT_TEXT = 16 * 1024
 # so that enqueue -> handler start in one process needs no hop at all.
 SHORT_CLAIM = 64
 SHORT_RUN = 0.0005  # seconds of direct calls in a row before other coroutines get a turn
-
-
-def _due_order(row: tuple) -> tuple:
-    """FIFO order of a CLAIMED_ROW: run_at, then id."""
-    return row[6], row[0]
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -77,8 +72,7 @@ class SQLiteBackend(Backend):
                  watch_interval: float = 0.001) -> None:
         if path == ":memory:" or not path:
             raise DatabaseError("a queue needs a file on disk; ':memory:' cannot be shared by workers")
-        if durability not in SYNCHRONOUS:
-            raise InvalidArgument(f"durability must be 'normal' or 'full', got {durability!r}")
+        check_durability(durability)
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) \
                 or not 0 <= busy_timeout < math.inf:  # NaN would never time out
             raise InvalidArgument(f"busy_timeout must be a finite number of seconds >= 0, got {busy_timeout!r}")
@@ -178,7 +172,7 @@ class SQLiteBackend(Backend):
         """
         bridge = self._bridge
         if bridge is None:
-            raise QueueClosed("the queue is not open (use 'async with Queue(...)' or 'await queue.open()')")
+            raise QueueClosed(NOT_OPEN)
         if short and bridge.idle:
             try:
                 if short is True or short():
@@ -349,12 +343,11 @@ class SQLiteBackend(Backend):
         claimed: list[tuple] = []
         wanted = params["limit"]
         for level in self._levels(c):
-            rows = c.execute(Q["claim_level"], {**params, "priority": level, "limit": wanted - len(claimed)}).fetchall()
-            rows.sort(key=_due_order)  # RETURNING gives no defined order
-            claimed.extend(rows)
+            claimed += c.execute(Q["claim_level"], {**params, "priority": level,
+                                                    "limit": wanted - len(claimed)}).fetchall()
             if len(claimed) == wanted:
                 break
-        return claimed
+        return in_claim_order(claimed, "priority")
 
     def _claim_by_due(self, c: sqlite3.Connection, params: dict, lifo: bool) -> list[tuple]:
         # Each level offers its first `limit` due tasks; the merge keeps the
@@ -365,34 +358,22 @@ class SQLiteBackend(Backend):
         ids = [task_id for _, task_id in heads[:limit]]
         if not ids:
             return []
-        rows = c.execute(Q["claim_ids"], {**params, "ids": json.dumps(ids)}).fetchall()
-        rows.sort(key=_due_order, reverse=lifo)
-        return rows
+        return in_claim_order(c.execute(Q["claim_ids"], {**params, "ids": json.dumps(ids)}).fetchall(),
+                              "lifo" if lifo else "fifo")
 
     def _claim_weighted(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
-        # Draw a priority level per free slot, with weight 1 / (1 + p - pmin):
-        # low numbers are favoured, yet every level keeps a share, so nothing
-        # starves. Within a level tasks go first due, first out. Only as many
-        # slots are drawn as there are due tasks, so the cost follows the tasks
-        # returned, not `limit` (a limit of 2**40 is not an allocation).
-        due = c.execute(Q["ready_levels"], {"now": params["now"], "limit": params["limit"],
-                                            "max_levels": MAX_LEVELS}).fetchall()
-        levels = [level for level, _ in due]
-        target = min(params["limit"], sum(n for _, n in due))
-        claimed: list[tuple] = []
-        wanted = target
-        while wanted > 0 and levels:
-            base = levels[0]
-            weights = [1.0 / (1 + p - base) for p in levels]
-            draws = Counter(self._rng.choices(levels, weights, k=wanted))
-            for level in sorted(draws):
-                rows = c.execute(Q["claim_level"], {**params, "priority": level, "limit": draws[level]}).fetchall()
-                rows.sort(key=_due_order)
-                claimed.extend(rows)
-                if len(rows) < draws[level]:
-                    levels.remove(level)  # this level ran dry; its slots go round again
-            wanted = target - len(claimed)
-        return claimed
+        # The policy (which levels, how many from each) is strategy.py's; here only its SQL.
+        search, now = LevelSearch(params["limit"]), params["now"]
+        while not (search.walked(c.execute(Q["ready_levels"], {"now": now, "limit": params["limit"],
+                                                               "max_levels": MAX_LEVELS,
+                                                               "visits": search.visits}).fetchall())
+                   or search.read(c.execute(Q["due_levels"], {"now": now, "rows": search.rows}).fetchall())):
+            pass
+        draw = WeightedDraw(search.levels, search.target, self._rng)
+        while draws := draw.next():
+            draw.took([row for level, n in draws.items()
+                       for row in c.execute(Q["claim_level"], {**params, "priority": level, "limit": n})])
+        return in_claim_order(draw.claimed, "weighted_random")
 
     async def extend(self, leases: Sequence[tuple[int, Optional[int]]], lease_until: float) -> list[str]:
         return await self._write(self._extend, leases, lease_until)

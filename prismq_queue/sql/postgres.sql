@@ -289,23 +289,39 @@ FROM (SELECT (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queu
 LEFT JOIN claimed c ON true;
 
 -- name: ready_levels
--- The distinct priorities of ready tasks, lowest first, each found by one
--- index seek past the previous one (a loose index scan), at most $2.
+-- WEIGHTED_RANDOM, first way to find the levels to draw from: walk the levels
+-- that hold queued tasks, lowest first, each found by one index seek past the
+-- previous one (a loose index scan), and keep the lowest $3 that hold a due
+-- task, with how many due tasks each holds (counted up to $2). The walk stops
+-- after $4 levels: a row with a NULL priority says it reached the end; $3 rows
+-- say it found enough. Fewer rows, none NULL: it was cut short by levels of
+-- delayed tasks (see due_levels).
+--   $1 now, $2 limit, $3 levels wanted, $4 levels to walk at most
 WITH RECURSIVE levels (priority, n) AS (
-    SELECT (SELECT priority FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $1
-            ORDER BY priority LIMIT 1), 1
+    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued'), 1
     UNION ALL
-    SELECT (SELECT priority FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $1
-            AND priority > levels.priority ORDER BY priority LIMIT 1), n + 1
-    FROM levels WHERE levels.priority IS NOT NULL AND n < $2
+    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority > levels.priority),
+           n + 1
+    FROM levels WHERE levels.priority IS NOT NULL AND n < $4
 )
-SELECT priority FROM levels WHERE priority IS NOT NULL;
+SELECT priority,
+       (SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks
+                              WHERE status = 'queued' AND priority = levels.priority AND run_at <= $1
+                              LIMIT $2) AS due)
+FROM levels
+WHERE priority IS NULL
+   -- due: the level's earliest task, one seek (an EXISTS here is planned as a hash of every due task)
+   OR (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority = levels.priority) <= $1
+LIMIT $3;
 
--- name: due_count
--- How many due tasks the levels $2 hold, counted up to $3 at most: a claim
--- draws no more slots than there are tasks to take, however large its limit.
-SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks
-                      WHERE status = 'queued' AND priority = ANY($2::bigint[]) AND run_at <= $1 LIMIT $3) AS due;
+-- name: due_levels
+-- WEIGHTED_RANDOM, second way: read the due tasks themselves in due-time order
+-- (prismq_ready_due), at most $2 of them, and count them by level. When fewer
+-- than $2 come back, these are all the due tasks: the levels are found at a
+-- cost that follows the due work, however many levels hold delayed tasks.
+SELECT priority, count(*) FROM (SELECT priority FROM {schema}.prismq_tasks
+                                WHERE status = 'queued' AND run_at <= $1 ORDER BY run_at LIMIT $2) AS due
+GROUP BY priority ORDER BY priority;
 
 -- name: extend_leases
 UPDATE {schema}.prismq_tasks t SET lease_until = $3

@@ -1,0 +1,121 @@
+"""What one claim costs (issue 9 item 17): bounded by the tasks it returns and the due
+work, not by the levels that hold only delayed tasks nor by `limit`.
+
+Cost is counted, not timed: on SQLite the virtual-machine steps of the claim's statements
+(a progress handler on the queue's connection), on PostgreSQL the index entries the claim's
+statements read (the server's per-transaction statistics). Either count is the same on an
+idle machine and a loaded one.
+"""
+
+from conftest import SCHEMA_PREFIX
+from prismq_queue import Queue, Strategy
+
+STEP = 100  # the progress handler runs every STEP virtual-machine instructions
+
+
+async def _sqlite_claim_steps(path, delayed_levels, backlog=0, limit=10):
+    """VM steps of one WEIGHTED_RANDOM claim: `delayed_levels` levels each hold one delayed
+    task, `backlog` due tasks wait at one level above them, and one due task above that."""
+    async with Queue(path) as q:
+        await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
+        await q.enqueue_many([("t", "backlog", {"priority": delayed_levels + 1})] * backlog)
+        due = await q.enqueue("t", "due", priority=delayed_levels + 2)
+        backend = q.backend
+        ticks = []
+        # Set on the connection's own thread, as every call on it runs there.
+        await backend._call(lambda: backend._raw.set_progress_handler(lambda: ticks.append(1) and 0, STEP))
+        try:
+            tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
+        finally:
+            await backend._call(lambda: backend._raw.set_progress_handler(None, STEP))
+        if not backlog:
+            assert [t.id for t in tasks] == [due]
+        else:
+            assert len(tasks) == limit
+        return len(ticks) * STEP
+
+
+async def test_sqlite_weighted_claim_does_not_walk_delayed_levels(tmp_path):
+    # 20x the levels of delayed tasks: the claim must cost about the same.
+    # (It walked every level: 11 M steps, 0.5-2.4 s under the write lock, at 100,000.)
+    few = await _sqlite_claim_steps(str(tmp_path / "few.db"), 500)
+    many = await _sqlite_claim_steps(str(tmp_path / "many.db"), 10_000)
+    assert many < 1.5 * few + 10_000, (few, many)
+
+
+async def test_sqlite_weighted_claim_with_a_backlog_and_delayed_levels(tmp_path):
+    # Due work is plentiful (a backlog of 3,000) and thousands of levels hold delayed
+    # tasks: the cost follows the cheaper of the two (reading the backlog), so 8x the
+    # delayed levels cost the same.
+    small = await _sqlite_claim_steps(str(tmp_path / "small.db"), 5_000, backlog=3000)
+    large = await _sqlite_claim_steps(str(tmp_path / "large.db"), 40_000, backlog=3000)
+    assert large < 1.5 * small + 10_000, (small, large)
+
+
+async def test_sqlite_file_of_version_4_gets_the_due_time_index(db_path):
+    import sqlite3
+
+    from prismq_queue.backends.sqlite import SCHEMA_VERSION
+
+    async with Queue(db_path) as q:
+        await q.enqueue("t", "kept", delay=3600)
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP INDEX prismq_ready_time")  # as a version 4 file has it
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    async with Queue(db_path) as q:
+        assert [t.payload for t in await q.list_tasks()] == ["kept"]
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 5
+        assert conn.execute("SELECT sql FROM sqlite_master WHERE name = 'prismq_ready_time'").fetchone()
+    finally:
+        conn.close()
+
+
+# -- PostgreSQL: index entries read, from the server's statistics ---------------------------
+
+PG_READS = """SELECT COALESCE(sum(i.idx_tup_read), 0)::bigint + COALESCE(max(t.seq_tup_read), 0)::bigint
+FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid
+WHERE t.schemaname = $1 AND t.relname = 'prismq_tasks'"""
+
+
+async def _pg_reads(q):
+    """Index entries (and table rows) of the queue's table read so far by the server."""
+    conn = q.backend._conn
+    # A backend publishes its counts when it goes idle, at most once a second unless forced.
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    return await conn.fetchval(PG_READS, q.backend.schema)
+
+
+def _schema(pg_url, name):
+    """A URL naming a schema of this test run (dropped at its end under PRISMQ_TEST_PG)."""
+    return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={SCHEMA_PREFIX}{name}"
+
+
+async def _pg_claim_reads(url, delayed_levels=0, due_levels=1, due_per_level=1, limit=10):
+    async with Queue(url) as q:
+        await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
+        await q.enqueue_many([("t", "due", {"priority": delayed_levels + level})
+                              for level in range(due_levels) for _ in range(due_per_level)])
+        before = await _pg_reads(q)
+        tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
+        reads = await _pg_reads(q) - before
+        assert len(tasks) == min(limit, due_levels * due_per_level)
+        return reads
+
+
+async def test_postgres_weighted_claim_does_not_read_the_whole_backlog(pg_url):
+    # Three levels hold due tasks: 10x the tasks waiting must not cost 10x.
+    # (The level walk's every step read every due task: ~12 entries per task waiting.)
+    small = await _pg_claim_reads(_schema(pg_url, "claim_small"), due_levels=3, due_per_level=200)
+    large = await _pg_claim_reads(_schema(pg_url, "claim_large"), due_levels=3, due_per_level=2000)
+    assert large < 1.5 * small + 500, (small, large)
+
+
+async def test_postgres_weighted_claim_does_not_walk_delayed_levels(pg_url):
+    few = await _pg_claim_reads(_schema(pg_url, "claim_few"), delayed_levels=500)
+    many = await _pg_claim_reads(_schema(pg_url, "claim_many"), delayed_levels=10_000)
+    assert many < 1.5 * few + 500, (few, many)
