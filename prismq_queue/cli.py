@@ -98,9 +98,31 @@ def _task_dict(t: Task) -> dict[str, Any]:
 
 
 def _check_read_only(path: str) -> int:
-    """SQLite's integrity check on a read-only connection: `check` never migrates or writes the file."""
+    """SQLite's integrity check on a read-only connection: `check` never migrates or writes the file.
+
+    Nor does it leave files beside it: a read-only connection to a WAL database
+    creates the -wal and -shm files when they are missing, and cannot remove them.
+    They are missing when no connection is open and the log was checkpointed:
+    then the file alone holds every committed row, and it is read as immutable
+    (no lock, no log). Should a writer come along meanwhile (the file or a log
+    changes under the check), the check runs again the ordinary way.
+    """
+    if not os.path.exists(path + "-wal"):
+        before = _file_state(path)
+        version, problems = _integrity(path, "immutable=1")
+        if _file_state(path) == before and not os.path.exists(path + "-wal"):
+            return _report_check(version, problems)
+    return _report_check(*_integrity(path, "mode=ro"))
+
+
+def _file_state(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _integrity(path: str, options: str) -> tuple[int, list[str]]:
     try:
-        conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{_uri_path(path)}?{options}", uri=True)
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open queue {path!r}: {exc}") from None
     try:
@@ -110,6 +132,10 @@ def _check_read_only(path: str) -> int:
         raise DatabaseError(f"cannot check queue {path!r}: {exc}") from None
     finally:
         conn.close()
+    return version, problems
+
+
+def _report_check(version: int, problems: list[str]) -> int:
     print("\n".join(_safe(p) for p in problems))
     if version != SCHEMA_VERSION:
         print(f"schema version {version}; this prismq_queue writes {SCHEMA_VERSION} "
@@ -129,6 +155,14 @@ async def _run(args: argparse.Namespace) -> int:
             raise DatabaseError(f"queue file {backend.path!r} does not exist")
         if args.command == "check":
             return _check_read_only(backend.path)
+    if args.command == "check":  # PostgreSQL: opening the queue would create or migrate its schema
+        from .backends.postgres import PostgresBackend  # (already imported: the URL named PostgreSQL)
+
+        if not isinstance(backend, PostgresBackend):
+            raise DatabaseError(f"check does not know how to read {backend.url!r} without opening it")
+        problems = await backend.check_without_opening()
+        print("\n".join(_safe(p) for p in problems))
+        return 0 if problems == ["ok"] else 1
     async with q:
         if args.command == "stats":
             stats = await q.stats()
@@ -169,10 +203,6 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.command == "backup":
             await q.backup(args.dest)
             print(f"backed up to {args.dest}")
-        elif args.command == "check":
-            problems = await q.integrity_check()  # PostgreSQL: the SQLite file was checked above
-            print("\n".join(_safe(p) for p in problems))
-            return 0 if problems == ["ok"] else 1
         elif args.command == "checkpoint":
             busy, log, done = await q.checkpoint()
             print(f"checkpoint: {done} of {log} pages copied" + (" (busy)" if busy else ""))

@@ -103,6 +103,7 @@ def test_check_never_writes(tmp_path):
     assert proc.stdout.splitlines()[0] == "ok"
     assert "schema version 1" in proc.stdout
     assert _digest(db) == before
+    assert os.listdir(tmp_path) == ["old.db"]  # no -wal or -shm left beside it either
     conn = sqlite3.connect(db)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -127,3 +128,42 @@ def test_unreadable_stored_payload_is_a_one_line_error(tmp_path):
     conn.close()
     assert "nests" in one_line_error(cli("list", db))
     assert cli("stats", db).returncode == 0
+
+
+# -- PostgreSQL: `check` reads in a read-only transaction, never opens (creates, migrates) ----
+
+async def _pg(url, statement, *args):
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetchval(statement, *args)
+    finally:
+        await conn.close()
+
+
+def test_postgres_check_does_not_create_a_schema(pg_url):
+    from conftest import SCHEMA_PREFIX
+
+    schema = f"{SCHEMA_PREFIX}typo"
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}schema={schema}"
+    assert "holds no queue" in one_line_error(cli("check", url))
+    assert not asyncio.run(_pg(pg_url, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema))
+
+
+def test_postgres_check_does_not_migrate(pg_url, pg_location):
+    async def make():
+        async with Queue(pg_location) as q:
+            await q.enqueue("t", 1)
+            return q.backend.schema
+
+    schema = asyncio.run(make())
+    proc = cli("check", pg_location)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == ["ok"], (proc.stdout, proc.stderr)
+    # As a schema an older prismq_queue wrote: check reports it, and leaves it as it was.
+    version_sql = f'SELECT version FROM "{schema}".prismq_version'
+    asyncio.run(_pg(pg_url, f'UPDATE "{schema}".prismq_version SET version = 0 RETURNING version'))
+    proc = cli("check", pg_location)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "schema version is 0" in proc.stdout
+    assert asyncio.run(_pg(pg_url, version_sql)) == 0

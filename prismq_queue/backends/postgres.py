@@ -553,17 +553,37 @@ class PostgresBackend(Backend):
 
     async def integrity_check(self) -> list[str]:
         """Checks the schema version, the table's indexes and that each row's fields agree with its status."""
-        async def op(conn):
-            problems = []
-            version = await self._read_version(conn)
-            if version != SCHEMA_VERSION:
-                problems.append(f"schema version is {version}, expected {SCHEMA_VERSION}")
-            table = f"{_quote_ident(self.schema)}.prismq_tasks"
-            problems += [r[0] for r in await conn.fetch(self._q["check_indexes"], table)]
-            problems += [r[0] for r in await conn.fetch(self._q["check_rows"])]
-            return problems or ["ok"]
+        return await self._run(self._integrity_problems)
 
-        return await self._run(op)
+    async def _integrity_problems(self, conn: "asyncpg.Connection") -> list[str]:
+        problems = []
+        version = await self._read_version(conn)
+        if version != SCHEMA_VERSION:
+            problems.append(f"schema version is {version}, expected {SCHEMA_VERSION}")
+        table = f"{_quote_ident(self.schema)}.prismq_tasks"
+        problems += [r[0] for r in await conn.fetch(self._q["check_indexes"], table)]
+        problems += [r[0] for r in await conn.fetch(self._q["check_rows"])]
+        return problems or ["ok"]
+
+    async def check_without_opening(self) -> list[str]:
+        """integrity_check() without open(): on a connection of its own, in a read-only transaction.
+
+        open() creates a missing schema and migrates an old one; a check must do
+        neither (the CLI's `check`), so a schema holding no queue is an error here.
+        """
+        conn = await self._connect("check")
+        try:
+            async with conn.transaction(readonly=True):
+                table = f"{_quote_ident(self.schema)}.prismq_tasks"
+                if not await conn.fetchval(self._q["version_table_exists"], table):
+                    raise DatabaseError(f"{self.url}: schema {self.schema!r} holds no queue")
+                return await self._integrity_problems(conn)
+        except QueueError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        finally:
+            await self._close_quietly(conn)
 
     # -- notification ----------------------------------------------------
     #
