@@ -7,6 +7,8 @@ statements read (the server's per-transaction statistics). Either count is the s
 idle machine and a loaded one.
 """
 
+import time
+
 from conftest import SCHEMA_PREFIX
 from prismq_queue import Queue, Strategy
 
@@ -119,3 +121,34 @@ async def test_postgres_weighted_claim_does_not_walk_delayed_levels(pg_url):
     few = await _pg_claim_reads(_schema(pg_url, "claim_few"), delayed_levels=500)
     many = await _pg_claim_reads(_schema(pg_url, "claim_many"), delayed_levels=10_000)
     assert many < 1.5 * few + 500, (few, many)
+
+
+def _ready_check_steps(path, delayed_levels):
+    """VM steps of the change watcher's "is any task due?" statement over `delayed_levels` levels of
+    delayed tasks and one due task, on a connection of its own (as the watcher's)."""
+    import asyncio
+    import sqlite3
+
+    from prismq_queue.backends.sqlite import Q
+
+    async def fill():
+        async with Queue(path) as q:
+            await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
+            await q.enqueue("t", "due", priority=delayed_levels + 1)
+
+    asyncio.run(fill())
+    conn = sqlite3.connect(path)
+    ticks = []
+    conn.set_progress_handler(lambda: ticks.append(1) and 0, STEP)
+    try:
+        assert conn.execute(Q["any_ready"], (time.time(),)).fetchall() == [(1,)]
+    finally:
+        conn.close()
+    return len(ticks) * STEP
+
+
+def test_sqlite_ready_check_does_not_walk_delayed_levels(tmp_path):
+    # Every idle worker runs it after each commit anyone makes: it walked every level.
+    few = _ready_check_steps(str(tmp_path / "few.db"), 500)
+    many = _ready_check_steps(str(tmp_path / "many.db"), 10_000)
+    assert many < 1.5 * few + 1_000, (few, many)

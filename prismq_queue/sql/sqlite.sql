@@ -180,17 +180,8 @@ SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued';
 SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running';
 
 -- name: any_ready
--- Is any task due? Stops at the first level that has one.
-WITH RECURSIVE levels (priority) AS (
-    SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued'
-    UNION ALL
-    SELECT (SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > levels.priority)
-    FROM levels WHERE levels.priority IS NOT NULL
-)
-SELECT 1 FROM levels
-WHERE priority IS NOT NULL
-  AND EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND priority = levels.priority AND run_at <= ?)
-LIMIT 1;
+-- Is any task due? One seek into prismq_ready_time, however many levels wait.
+SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ? LIMIT 1;
 
 -- name: get_task
 SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
@@ -217,15 +208,8 @@ SELECT type, status, COUNT(*),
 FROM prismq_tasks GROUP BY type, status;
 
 -- name: oldest_due
-WITH RECURSIVE levels (priority) AS (
-    SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued'
-    UNION ALL
-    SELECT (SELECT MIN(priority) FROM prismq_tasks WHERE status = 'queued' AND priority > levels.priority)
-    FROM levels WHERE levels.priority IS NOT NULL
-)
-SELECT MIN((SELECT MIN(run_at) FROM prismq_tasks
-            WHERE status = 'queued' AND priority = levels.priority AND run_at <= ?))
-FROM levels WHERE priority IS NOT NULL;
+-- One seek into prismq_ready_time.
+SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?;
 
 -- name: raise_id_floor
 -- Before purge() deletes: remember the largest id, which may be among the deleted.
