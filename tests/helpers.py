@@ -75,3 +75,33 @@ async def statements_run(queue):
         yield statements
     finally:
         await backend._call(lambda: backend._raw.set_trace_callback(None))
+
+
+@contextlib.asynccontextmanager
+async def vm_steps_run(queue, every=100):
+    """The SQLite virtual-machine steps the queue's connection runs inside the block, counted to
+    `every` steps: a one-item list, the count, filled in as they run."""
+    backend = queue.backend
+    steps = [0]
+
+    def tick():
+        steps[0] += every
+        return 0  # (non-zero would interrupt the statement)
+
+    await backend._call(lambda: backend._raw.set_progress_handler(tick, every))
+    try:
+        yield steps
+    finally:
+        await backend._call(lambda: backend._raw.set_progress_handler(None, every))
+
+
+async def pg_entries_read(queue):
+    """Index entries and table rows of the task table the PostgreSQL server has read so far."""
+    backend = queue.backend
+    # A server process publishes its counts when it goes idle, at most once a second unless
+    # told to: the queue's own connection is told, so that its last statements count.
+    await backend._run(lambda conn: conn.execute("SELECT pg_stat_force_next_flush()"))
+    return await backend._run(lambda conn: conn.fetchval(
+        "SELECT COALESCE(sum(i.idx_tup_read), 0)::bigint + COALESCE(max(t.seq_tup_read), 0)::bigint "
+        "FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid "
+        "WHERE t.schemaname = $1 AND t.relname = 'prismq_tasks'", backend.schema))

@@ -2,14 +2,14 @@
 work, not by the levels that hold only delayed tasks nor by `limit`.
 
 Cost is counted, not timed: on SQLite the virtual-machine steps of the claim's statements
-(a progress handler on the queue's connection), on PostgreSQL the index entries the claim's
-statements read (the server's per-transaction statistics). Either count is the same on an
-idle machine and a loaded one.
+(helpers.vm_steps_run), on PostgreSQL the index entries and rows of the task table the server
+read (helpers.pg_entries_read). Either count is the same on an idle machine and a loaded one.
 """
 
 import time
 
 from conftest import SCHEMA_PREFIX
+from helpers import pg_entries_read, vm_steps_run
 from prismq_queue import Queue, Strategy
 
 STEP = 100  # the progress handler runs every STEP virtual-machine instructions
@@ -22,19 +22,13 @@ async def _sqlite_claim_steps(path, delayed_levels, backlog=0, limit=10):
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
         await q.enqueue_many([("t", "backlog", {"priority": delayed_levels + 1})] * backlog)
         due = await q.enqueue("t", "due", priority=delayed_levels + 2)
-        backend = q.backend
-        ticks = []
-        # Set on the connection's own thread, as every call on it runs there.
-        await backend._call(lambda: backend._raw.set_progress_handler(lambda: ticks.append(1) and 0, STEP))
-        try:
+        async with vm_steps_run(q, STEP) as steps:
             tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
-        finally:
-            await backend._call(lambda: backend._raw.set_progress_handler(None, STEP))
         if not backlog:
             assert [t.id for t in tasks] == [due]
         else:
             assert len(tasks) == limit
-        return len(ticks) * STEP
+        return steps[0]
 
 
 async def test_sqlite_weighted_claim_does_not_walk_delayed_levels(tmp_path):
@@ -78,20 +72,6 @@ async def test_sqlite_file_of_version_4_gets_the_due_time_index(db_path):
 
 # -- PostgreSQL: index entries read, from the server's statistics ---------------------------
 
-PG_READS = """SELECT COALESCE(sum(i.idx_tup_read), 0)::bigint + COALESCE(max(t.seq_tup_read), 0)::bigint
-FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid
-WHERE t.schemaname = $1 AND t.relname = 'prismq_tasks'"""
-
-
-async def _pg_reads(q):
-    """Index entries (and table rows) of the queue's table read so far by the server."""
-    conn = q.backend._conn
-    # A backend publishes its counts when it goes idle, at most once a second unless forced.
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    await conn.execute("SELECT pg_stat_clear_snapshot()")
-    return await conn.fetchval(PG_READS, q.backend.schema)
-
-
 def _schema(pg_url, name):
     """A URL naming a schema of this test run (dropped at its end under PRISMQ_TEST_PG)."""
     return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={SCHEMA_PREFIX}{name}"
@@ -102,9 +82,9 @@ async def _pg_claim_reads(url, delayed_levels=0, due_levels=1, due_per_level=1, 
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
         await q.enqueue_many([("t", "due", {"priority": delayed_levels + level})
                               for level in range(due_levels) for _ in range(due_per_level)])
-        before = await _pg_reads(q)
+        before = await pg_entries_read(q)
         tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
-        reads = await _pg_reads(q) - before
+        reads = await pg_entries_read(q) - before
         assert len(tasks) == min(limit, due_levels * due_per_level)
         return reads
 
