@@ -229,7 +229,8 @@ class _Cost:
     timeout = 1800  # setup_cache counts the whole class: ~1 min of CPU, far longer on a loaded machine
     FIGURES: dict[str, str] = {}  # param value -> op of _cost_child.py
     BACKEND = "sqlite"
-    version = "cost-1"
+    # cost-2: the Worker's heartbeat is held off during a count (_cost_child.WORKER_OPTIONS)
+    version = "cost-2"
 
     def setup(self, cache, figure):
         # a figure that could not be counted here is skipped (n/a), never a number
