@@ -2,6 +2,8 @@
 
     python _cost_child.py prepare PLAN.json   fill every queue the plan's runs will use
     python _cost_child.py run PLAN.json K     run K of the plan (under cachegrind)
+    python _cost_child.py forks PLAN.json     every run of the plan, each in a child forked
+                                              after start-up (under cachegrind); prints "K PID"
     python _cost_child.py profile PLAN.json K run K with a deterministic profile, print JSON
     python _cost_child.py bytecodes PLAN.json K  run K, print the bytecodes it executed
     python _cost_child.py drop PLAN.json      drop the plan's PostgreSQL schemas
@@ -177,6 +179,53 @@ def hold_off_timed_threads():
     cls.__init__ = __init__
 
 
+def leave_without_teardown():
+    """End a counted run once every other thread has ended, skipping the interpreter's teardown.
+
+    A queue's close() tells its database thread to stop and does not wait for it: whether
+    that thread was still alive when the interpreter shut down decided how the teardown went
+    (a full teardown of every module, or one that leaves them to the process's end and
+    unwinds the thread instead), and moved a count by ~1.5 M instructions (1-1.6% of the
+    claim + complete and enqueue_many figures) in some runs. The threads are waited for
+    (each has been told to stop), then the process leaves at once: start-up and teardown
+    are no operation's cost, and a teardown that is skipped costs the same every time."""
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.current_thread():
+            t.join(timeout=60)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def forks(pq, plan):
+    """Each run of the plan in a child process forked from this one, one after the other.
+
+    Under cachegrind every process pays the interpreter's start-up and the imports
+    (~380 M instructions, a minute of a loaded machine's CPU) before its first operation;
+    forked children start after it. Valgrind follows a fork: each child writes its own
+    count (cost.py names the files by process id, and reads the ids printed here). A
+    child's count also holds the parent's work before the fork, the same in every child
+    but for a few waits on the earlier children: it cancels in cost.py's differences."""
+    for k, run in enumerate(plan["runs"]):
+        sys.stdout.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(_run(pq, run))
+            except BaseException:  # noqa: BLE001 - reported by the exit status below
+                import traceback
+                traceback.print_exc()
+                sys.stderr.flush()
+                os._exit(1)
+            leave_without_teardown()
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            raise SystemExit(f"run {k} of the plan failed (wait status {status})")
+        print(k, pid, flush=True)
+
+
 def main(argv):
     import prismq_queue as pq
 
@@ -196,6 +245,9 @@ def main(argv):
                 json.dump(plan, f)
     elif mode == "run":
         asyncio.run(_run(pq, plan["runs"][int(argv[3])]))
+        leave_without_teardown()
+    elif mode == "forks":
+        forks(pq, plan)
     elif mode == "profile":
         k = int(argv[3])
         asyncio.run(_prepare(pq, plan, only=k))

@@ -14,8 +14,10 @@ class a small pinned number of times (``SIZES[op][0]``), and per operation one m
 process that does that operation a larger pinned number of times (``SIZES[op][1]``) and
 the others as in the baseline; the figure is (that count - baseline count) / (size
 difference). Queues are filled beforehand, outside cachegrind, so a drain counts only the
-draining. k operations cost k + 1 processes (not 2k): start-up under cachegrind is
-several seconds of CPU, the largest part of the family's run time.
+draining. k operations cost k + 1 runs (not 2k), and the runs are children forked by
+one process under cachegrind after the interpreter's start-up and imports: those are
+~380 M instructions (a minute of CPU under cachegrind on a loaded machine), which seven
+separate processes each paid, most of the family's run time.
 
 * ``SQLite`` - a ``Worker`` draining no-op tasks (concurrency 50), ``enqueue`` one task
   per call, ``enqueue_many`` (100 per call) per task, ``claim`` + ``complete`` through the
@@ -24,14 +26,14 @@ several seconds of CPU, the largest part of the family's run time.
   only the client process is counted; the server is another process, outside the count.
 
 A count is deterministic: one measurement per benchmark (``setup_cache`` counts the whole
-class once; ``number = repeat = rounds = 1``), no repeats, no samples. The family takes
-about a minute per commit. Skipped (``NotImplementedError`` in ``setup``) when valgrind is
+class once; ``number = repeat = rounds = 1``), no repeats, no samples. The SQLite class
+took 262-292 s of wall time with the machine's load average at 19-25 on 2 cores. Skipped (``NotImplementedError`` in ``setup``) when valgrind is
 not installed, when the interpreter is not a real binary valgrind can run, or when the
 installed prismq_queue lacks an operation. ``PRISMQ_BENCH_SMOKE=1`` (the test suite's check
 that every benchmark runs) shrinks the sizes and counts Python bytecodes with the
 deterministic tracer of ``_cost_child.py`` instead of cachegrind: the workloads, the plan and
-the differences are the same, without seven cachegrind start-ups (minutes on a loaded
-machine); tests/test_gate.py runs the cachegrind path end to end.
+the differences are the same, without cachegrind (minutes on a loaded machine);
+tests/test_gate.py runs the cachegrind path end to end.
 ``PRISMQ_BENCH_COST_OPS=claim_complete,drain`` counts only those operations.
 """
 
@@ -126,25 +128,36 @@ def check_postgres() -> None:
         raise Skip("this commit of prismq_queue has no PostgreSQL backend")
 
 
-def child(mode: str, plan_path: str, *extra: str, valgrind: bool = False) -> int:
-    """Run _cost_child.py; the instructions it executed when under valgrind, the number it
-    printed in mode "bytecodes"."""
+def child(mode: str, plan_path: str, *extra: str) -> int:
+    """Run _cost_child.py (not under valgrind); the number it printed in mode "bytecodes"."""
     env = dict(os.environ, PYTHONHASHSEED="0")
     cmd = [interpreter(), CHILD, mode, plan_path, *extra]
-    if valgrind:
-        cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
-               "--cachegrind-out-file=/dev/null", *cmd]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[-3:])} exited {r.returncode}:\n{r.stderr[-3000:]}")
-    if mode == "bytecodes":
-        return int(r.stdout.split()[-1])
-    if not valgrind:
-        return 0
-    m = re.search(r"I\s+refs:\s+([\d,]+)", r.stderr)
-    if not m:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{r.stderr[-2000:]}")
-    return int(m.group(1).replace(",", ""))
+    return int(r.stdout.split()[-1]) if mode == "bytecodes" else 0
+
+
+def counted_runs(plan_path: str, where: str, runs: int) -> list[int]:
+    """The instructions of each run of the plan: one valgrind process, whose start-up the
+    runs share, forks a child per run (_cost_child.py forks); each child's count is read
+    from its own cachegrind file."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    out = os.path.join(where, "cachegrind.%p")
+    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}",
+           interpreter(), CHILD, "forks", plan_path]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode != 0:
+        raise RuntimeError(f"{CHILD} forks exited {r.returncode}:\n{r.stderr[-3000:]}")
+    pids = dict(line.split() for line in r.stdout.splitlines() if re.fullmatch(r"\d+ \d+", line.strip()))
+    totals = []
+    for k in range(runs):
+        with open(os.path.join(where, f"cachegrind.{pids[str(k)]}")) as f:
+            m = re.search(r"^summary:\s+(\d+)", f.read(), re.M)
+        if not m:
+            raise RuntimeError(f"no instruction count in run {k}'s cachegrind file")
+        totals.append(int(m.group(1)))
+    return totals
 
 
 def make_plan(ops: list[str], where: str, location) -> dict:
@@ -170,7 +183,7 @@ def count(ops: list[str], location, where: str) -> dict:
         if SMOKE:
             totals = [child("bytecodes", plan_path, str(k)) for k in range(len(plan["runs"]))]
         else:
-            totals = [child("run", plan_path, str(k), valgrind=True) for k in range(len(plan["runs"]))]
+            totals = counted_runs(plan_path, where, len(plan["runs"]))
     finally:
         if any("://" in spec["loc"] for run in plan["runs"] for spec in run.values()):
             try:
