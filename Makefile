@@ -76,18 +76,18 @@ test: lint $(STAMP) $(ASV_STAMP)
 	$(PY) -m pytest -q
 
 bench: $(ASV_STAMP)
-	$(PY) tools/bench.py --count '$(COUNT)' $(if $(RANGE),--range '$(RANGE)') \
+	$(PY) -m tools.bench --count '$(COUNT)' $(if $(RANGE),--range '$(RANGE)') \
 	    $(if $(filter-out 0 no false,$(QUICK)),--quick) $(if $(BENCH),--bench '$(BENCH)')
 
 preview: $(ASV_STAMP)
 	$(VENV)/bin/asv preview
 
 compare: $(ASV_STAMP)
-	$(PY) tools/compare.py --base '$(BASE)' --factor '$(FACTOR)' $(if $(BENCH),--bench '$(BENCH)') \
+	$(PY) -m tools.compare --base '$(BASE)' --factor '$(FACTOR)' $(if $(BENCH),--bench '$(BENCH)') \
 	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
 
 noise: $(ASV_STAMP)
-	$(PY) tools/noise.py --rounds '$(NOISE_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
+	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache

@@ -1,6 +1,6 @@
 """Shared fixtures. The `queue` fixture runs each test on both backends: a SQLite
 queue in a real file in a fresh temp directory, and a PostgreSQL queue in a fresh
-schema of a throwaway server that the tests start themselves (tests/pg_server.py).
+schema of a throwaway server that the tests start themselves (tools/pg_server.py).
 
 PRISMQ_TEST_PG=postgresql://... uses that server instead (each test gets its own
 schema, dropped at the end); PRISMQ_TEST_PG=skip skips the PostgreSQL tests.
@@ -51,7 +51,7 @@ def pg_url():
         yield setting
         asyncio.run(_drop_test_schemas(setting))
         return
-    from pg_server import PostgresUnavailable, TempPostgres
+    from tools.pg_server import PostgresUnavailable, TempPostgres
 
     try:
         server = TempPostgres()

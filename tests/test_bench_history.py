@@ -21,10 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _bench_tool():
-    spec = importlib.util.spec_from_file_location("bench_tool", os.path.join(ROOT, "tools", "bench.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tools import bench
+    return bench
 
 
 def _store_result(results_dir, machine, commit):
@@ -124,9 +122,7 @@ def test_report_says_not_run_for_parameters_nothing_stored_matches():
     from asv import results as asv_results
     from asv.runner import BenchmarkResult
 
-    spec = importlib.util.spec_from_file_location("report_tool", os.path.join(ROOT, "tools", "report.py"))
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    from tools import report
     res = asv_results.Results({"machine": "m"}, {}, "c" * 40, 0, "3.11", "env", {})
     bench = {"name": "throughput.Enqueue.track_enqueue", "params": [["'sqlite'"]],
              "param_names": ["backend"], "version": "1", "type": "track"}

@@ -66,13 +66,12 @@ def test_one_benchmark_through_asv(asv_ready):
 
 @pytest.fixture(scope="module")
 def pg_url():
-    """A throwaway PostgreSQL server (tests/pg_server.py) when one can be started, else None."""
+    """A throwaway PostgreSQL server (tools/pg_server.py) when one can be started, else None."""
     if importlib.util.find_spec("asyncpg") is None:
         yield None
         return
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
     try:
-        from pg_server import TempPostgres
+        from tools.pg_server import TempPostgres
     except ImportError:
         yield None
         return

@@ -3,7 +3,7 @@
 Builds a small benchmark history in a throwaway git repository (three commits of a
 tiny benchmark suite, each run with `asv run --python=same --set-commit-hash`, so no
 environment is built), then runs the `make bench` pipeline after the benchmarking
-step (tools/bench.py --no-run: asv publish, tools/offline_dashboard.py,
+step (python -m tools.bench --no-run: asv publish, tools/offline_dashboard.py,
 tools/report.py), serves the site on 127.0.0.1 and opens it in headless Chromium
 through the DevTools protocol (tools/browser_check.py).
 
@@ -21,9 +21,8 @@ import textwrap
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import browser_check  # noqa: E402
+from tools import browser_check  # noqa: E402
 
 pytest.importorskip("asv", reason="asv is not installed: run the tests with `make test`")
 
@@ -96,8 +95,9 @@ def published(tmp_path_factory):
         run([sys.executable, "-m", "asv", "run", "--python=same", "--quick",
              f"--set-commit-hash={h}"], repo)
     os.makedirs(os.path.join(ROOT, ".asv"), exist_ok=True)
-    out = run([sys.executable, os.path.join(ROOT, "tools", "bench.py"), "--no-run",
-               "--vendor-cache", os.path.join(ROOT, ".asv", "vendor-build")], repo)
+    tools_env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    out = run([sys.executable, "-m", "tools.bench", "--no-run",
+               "--vendor-cache", os.path.join(ROOT, ".asv", "vendor-build")], repo, env=tools_env)
     return {"repo": repo, "hashes": hashes, "out": out}
 
 

@@ -27,7 +27,8 @@ import pytest
 pytest.importorskip("asv", reason="asv is not installed: run the tests with `make test`")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
+# the tools package run from another directory (python -m tools.compare)
+TOOLS_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
 GIT = ["git", "-c", "user.name=gate", "-c", "user.email=gate@example.invalid"]
 COST_BENCH = r"^cost\.SQLite\."
 # enqueue_many: one call per 100 tasks, so the bridge's per-call choice (run on the loop's
@@ -228,10 +229,10 @@ def tiny_history(tmp_path_factory):
 
 
 def judge_pair(repo, base, head):
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "compare.py"), "--no-run",
+    res = subprocess.run([sys.executable, "-m", "tools.compare", "--no-run",
                           "--factor", "1.5", "--base", base, "--head", head,
                           "--noise", str(repo / "noise.json")],
-                         cwd=repo, capture_output=True, text=True)
+                         cwd=repo, capture_output=True, text=True, env=TOOLS_ENV)
     rows = {}
     for m in re.finditer(r"^(tiny\.\w+\.\w+)\s.*?\s(higher|lower)\s+(.*?)  \[", res.stdout, re.M):
         rows[m.group(1)] = m.group(3)
@@ -281,10 +282,10 @@ def test_newly_skipped_fails_and_noisy_figure_is_shown_not_gated(tiny_history):
 
 def test_report_rates_steps_and_bands(tiny_history, tmp_path):
     repo, h = tiny_history
-    res = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "report.py"),
+    res = subprocess.run([sys.executable, "-m", "tools.report",
                           "--targets", str(repo / "targets.json"), "--rates", str(repo / "rates.json"),
                           "--noise", str(repo / "noise.json"), "--out", str(tmp_path)],
-                         cwd=repo, capture_output=True, text=True)
+                         cwd=repo, capture_output=True, text=True, env=TOOLS_ENV)
     assert res.returncode == 0, res.stdout + res.stderr
     rep = json.loads((tmp_path / "report.json").read_text())
     batch = next(r for r in rep["headlines"] if r["name"] == "tiny.Batch.time_batch")
@@ -309,7 +310,7 @@ def test_report_rates_steps_and_bands(tiny_history, tmp_path):
 # ---- rules that need no results ----
 
 def test_default_ignore_judges_prismq_queue_on_both_engines():
-    from compare import DEFAULT_IGNORE
+    from tools.compare import DEFAULT_IGNORE
     assert re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('huey', 'enqueue')")
     assert re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('pgqueuer', 'claim_ack')")
     assert not re.search(DEFAULT_IGNORE, "peers.PeerRates.track_rate('prismq_queue', 'enqueue')")
@@ -317,7 +318,7 @@ def test_default_ignore_judges_prismq_queue_on_both_engines():
 
 
 def test_noise_spread_of_figures_at_zero():
-    from noise import spread, summarize
+    from tools.noise import spread, summarize
     assert spread([0, 0, 0, 0]) == (1.0, 0)
     assert spread([0.0, 0.004, 0.001]) == (None, 0.004)  # no ratio at 0: absolute spread only
     assert spread([-0.5, 0.25]) == (None, 0.75)
@@ -334,7 +335,7 @@ def test_noise_spread_of_figures_at_zero():
     ("seconds", "lower"), ("rounds", "lower"), ("instructions", "lower"),
 ])
 def test_direction_of_track_units(unit, better):
-    from compare import better_of
+    from tools.compare import better_of
     assert better_of("family.Class.track_figure", {"type": "track", "unit": unit}, {}) == better
     # targets.json decides where it speaks; time_ benchmarks are always lower-is-better
     assert better_of("family.Class.track_figure", {"type": "track", "unit": unit},

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make bench`: benchmark history, offline dashboard, report.
 
 1. makes sure asv knows this machine (`asv machine --yes` on first use);
@@ -15,53 +14,23 @@
 
 Exit status: 0, or 2 if a benchmark failed on a benchmarked commit (the
 dashboard and the report are written all the same), or 1 on an error.
-Runs with the Python that has asv installed (make bench uses .venv).
+Runs with the Python that has asv installed (make bench: .venv/bin/python -m tools.bench).
 """
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-# asv's machine name: the host name, or ASV_MACHINE (the workflows name the machine
-# after the runner's hardware, so a change of hardware starts a new history).
-MACHINE = os.environ.get("ASV_MACHINE") or platform.node()
-MACHINE_ARGS = ["--machine", MACHINE] if os.environ.get("ASV_MACHINE") else []
+from . import offline_dashboard, report
+from .commands import asv, git
+from .machine import MACHINE, MACHINE_ARGS, ensure_machine
+from .pg_server import PostgresUnavailable, TempPostgres
 
 
 def step(n, total, text):
     print(f"\n==> [{n}/{total}] {text}", flush=True)
-
-
-def asv(*args, check=True):
-    cmd = [sys.executable, "-m", "asv", *args]
-    print("$ asv " + " ".join(args), flush=True)
-    rc = subprocess.call(cmd)
-    if check and rc != 0:
-        raise SystemExit(f"asv {args[0]} failed (exit {rc})")
-    return rc
-
-
-def git(*args):
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout
-
-
-def ensure_machine():
-    """`asv machine --yes` unless the machine file already knows this host."""
-    path = os.path.expanduser("~/.asv-machine.json")
-    try:
-        with open(path) as f:
-            known = json.load(f)
-    except (OSError, ValueError):
-        known = {}
-    if MACHINE not in known:
-        asv("machine", "--yes", *MACHINE_ARGS)
-    else:
-        print(f"asv machine file {path} knows {MACHINE}")
 
 
 def stored_hashes(results_dir):
@@ -145,11 +114,6 @@ def start_postgres(durable=False):
         if os.environ[var].lower() in ("0", "no", "off", "skip"):
             del os.environ[var]
         return None
-    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-    try:
-        from pg_server import PostgresUnavailable, TempPostgres
-    except ImportError:
-        return None
     try:
         server = TempPostgres(durable=durable)
         server.start()
@@ -211,7 +175,7 @@ def run_benchmarks(args, branch, results_dir):
     return rc == 2
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--range", default="", help="asv range (default: newest COUNT commits of the branch)")
     ap.add_argument("--count", type=int, default=10)
@@ -222,54 +186,63 @@ def main(argv=None):
     ap.add_argument("--no-run", action="store_true", help="only publish and report")
     ap.add_argument("--vendor-cache", default=None,
                     help="where the dashboard's npm packages are kept (default: .asv/vendor-build)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    with open(args.config) as f:
+
+def read_config(path):
+    """(branch, results_dir, html_dir) of asv.conf.json."""
+    with open(path) as f:
         # asv.conf.json allows // comments; only the few keys we need are read here
         text = "".join(line for line in f if not line.lstrip().startswith("//"))
     conf = json.loads(text)
-    branch = (conf.get("branches") or ["main"])[0]
-    results_dir = conf.get("results_dir", "results")
-    html_dir = conf.get("html_dir", "html")
-    total = 5
-    t_start = time.monotonic()
-    failed = False
+    return ((conf.get("branches") or ["main"])[0], conf.get("results_dir", "results"),
+            conf.get("html_dir", "html"))
 
-    step(1, total, "asv machine")
-    ensure_machine()
 
-    step(2, total, "benchmarking")
+def benchmark(args, branch, results_dir):
+    """Step 2 with the throwaway PostgreSQL servers around it; True if a benchmark failed."""
     servers = [] if args.no_run else [start_postgres(), start_postgres(durable=True)]
     try:
-        failed = run_benchmarks(args, branch, results_dir)
+        return run_benchmarks(args, branch, results_dir)
     finally:
         for server in servers:
             if server is not None:
                 server.stop()
-    print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
 
-    step(3, total, "asv publish + offline dashboard")
-    asv("publish")
-    rc = subprocess.call([sys.executable, os.path.join(HERE, "offline_dashboard.py"),
-                          "--html", html_dir,
-                          "--cache", args.vendor_cache or
-                          os.path.join(os.path.dirname(html_dir) or ".", "vendor-build")])
-    if rc != 0:
+
+def publish(args, html_dir):
+    """Step 3: asv publish, then a dashboard that loads nothing from other hosts."""
+    asv("publish", check=True)
+    cache = args.vendor_cache or os.path.join(os.path.dirname(html_dir) or ".", "vendor-build")
+    if offline_dashboard.main(["--html", html_dir, "--cache", cache]) != 0:
         raise SystemExit("could not make the dashboard self-contained")
 
-    step(4, total, "report")
-    rc = subprocess.call([sys.executable, os.path.join(HERE, "report.py"),
-                          "--config", args.config, "--targets", args.targets])
-    if rc != 0:
-        raise SystemExit("report failed")
 
-    step(5, total, "done")
+def say_where(html_dir, t_start):
     html = os.path.abspath(html_dir)
     print(f"Dashboard: {html}/index.html (self-contained, works offline)")
     print("Open it:   make preview   (asv preview; then browse http://127.0.0.1:8080)")
     print(f"       or: python3 -m http.server -d {html_dir} 8080  (browsers block the page's data from file://)")
     print(f"Report:    {os.path.abspath(os.path.dirname(html_dir))}/report.md and report.json")
     print(f"Total time {time.monotonic() - t_start:.0f} s")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    branch, results_dir, html_dir = read_config(args.config)
+    t_start = time.monotonic()
+    step(1, 5, "asv machine")
+    ensure_machine()
+    step(2, 5, "benchmarking")
+    failed = benchmark(args, branch, results_dir)
+    print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
+    step(3, 5, "asv publish + offline dashboard")
+    publish(args, html_dir)
+    step(4, 5, "report")
+    if report.main(["--config", args.config, "--targets", args.targets]) != 0:
+        raise SystemExit("report failed")
+    step(5, 5, "done")
+    say_where(html_dir, t_start)
     if failed:
         print("\nSOME BENCHMARKS FAILED on a benchmarked commit (see the asv output above; "
               "they show as n/a in the report).", file=sys.stderr)

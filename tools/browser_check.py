@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Open a published asv dashboard in headless Chromium and check that it works.
 
 Drives Chromium through the DevTools protocol with a small WebSocket client
@@ -8,7 +7,7 @@ records every JavaScript exception, console error and network request, and
 saves a screenshot.
 
 Usage (prints a JSON summary; exit 1 if a check failed):
-    python tools/browser_check.py --html .asv/html --graph NAME [--screenshot .asv/dashboard.png]
+    python -m tools.browser_check --html .asv/html --graph NAME [--screenshot .asv/dashboard.png]
 """
 import argparse
 import base64

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make compare`: the pull-request regression gate.
 
 Benchmarks HEAD against its merge base with BASE (default main; if HEAD is
@@ -39,31 +38,21 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 
 from asv.commands.compare import _is_result_better, unroll_result
 from asv.config import Config
 from asv.results import iter_results_for_machine_and_hash
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-from bench import MACHINE, MACHINE_ARGS, ensure_machine  # noqa: E402
+from . import explain
+from .commands import asv, git
+from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 
 # Units that mean "higher is better": rates, ratios (ours / a peer's), efficiency
 # ("fraction of ideal"), fairness, speedups ("x 1-process rate").  Anything else,
 # e.g. ms, MiB, errors, tasks lost, "fraction of claims" (a conflict rate), is lower.
 HIGHER_UNIT_RE = re.compile(r"/\s*s\b|\bper\s+s(ec(ond)?)?\b|\bratio\b|of ideal|efficien|fairness|"
                             r"\bjain\b|speedup|^\s*(x|×)\s", re.I)
-
-
-def git(*args):
-    return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
-def asv(*args):
-    print("$ asv " + " ".join(args), flush=True)
-    return subprocess.call([sys.executable, "-m", "asv", *args])
 
 
 def directions(targets_path):
@@ -256,7 +245,7 @@ def print_table(rows, factor):
         print(f"{name:<{width}}  {fmt(v1):>10}  {fmt(v2):>10}  {s:>8}  {better:<6}  {verdict}  [{note}]")
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="main", help="branch or commit; its merge base with HEAD is compared")
     ap.add_argument("--head", default="HEAD")
@@ -274,25 +263,26 @@ def main(argv=None):
     ap.add_argument("--no-explain", action="store_true", help="do not profile failing cost figures")
     ap.add_argument("--ignore", default=DEFAULT_IGNORE,
                     help="regex of benchmarks shown but never failed on (default: the peers' own rates)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    conf = Config.load(args.config)
-    head = git("rev-parse", args.head)
-    base = git("merge-base", args.base, head)
+
+def commits(base_ref, head_ref):
+    """(base, head): HEAD's merge base with BASE, or HEAD's parent when HEAD is on BASE."""
+    head = git("rev-parse", head_ref)
+    base = git("merge-base", base_ref, head)
     if base == head:
         base = git("rev-parse", f"{head}^")
-        print(f"HEAD is on {args.base}: comparing it with its parent")
+        print(f"HEAD is on {base_ref}: comparing it with its parent")
     print(f"base {git('log', '-1', '--format=%h %s', base)}\nhead {git('log', '-1', '--format=%h %s', head)}")
-    noise = read_noise(args.noise)
-    print(f"noise file {args.noise}: {len(noise)} figures with a measured spread"
-          if noise else f"noise file {args.noise} missing: every wall-clock figure gets factor {args.factor}")
-    ensure_machine()
-    machine = MACHINE
+    return base, head
 
-    bench = ["--bench", args.bench] if args.bench else []
+
+def run_both(args, base, head):
+    """asv continuous on both commits; then asv's own table, which it skips when a benchmark failed."""
     if not args.no_run:
-        cont = ["continuous", "--factor", str(args.factor), "--show-stderr", "--split", *bench,
-                *MACHINE_ARGS]
+        cont = ["continuous", "--factor", str(args.factor), "--show-stderr", "--split", *MACHINE_ARGS]
+        if args.bench:
+            cont += ["--bench", args.bench]
         if args.quick:
             cont.append("--quick")
         if args.rounds:
@@ -304,33 +294,46 @@ def main(argv=None):
         # in which case asv did not print the table.  Either way: print it and judge below.
     print("\nasv compare (asv's view: one factor for all, a rise is always 'worse', also for rates):",
           flush=True)
-    asv("compare", "--factor", str(args.factor), "--split", "--machine", machine, base, head)
+    asv("compare", "--factor", str(args.factor), "--split", "--machine", MACHINE, base, head)
 
-    rows, bad = judge(conf, machine, base, head, args.factor, args.targets, args.ignore, noise)
-    print_table(rows, args.factor)
+
+def print_verdict(rows, bad):
+    """The summary under the table; the names of the figures that failed the gate."""
     slower = [r for r in rows if r[5] == "SLOWER"]
     failing = [r[0] for r in rows if r[5] == "NEWLY FAILING"]
     skipped = [r[0] for r in rows if r[5] == "NEWLY SKIPPED"]
     not_gated = [r[0] for r in rows if r[5].startswith("not gated")]
     if not_gated:
         print(f"\n{len(not_gated)} figure(s) not gated: too noisy here (shown above, judged by nobody).")
-    if bad:
-        print(f"\nGATE FAILED: {len(slower)} slower, {len(failing)} newly failing, "
-              f"{len(skipped)} newly skipped.")
-        for r in slower:
-            s = "" if r[3] is None else f" (slowdown {r[3]:.4f})"
-            print(f"  slower: {r[0]}{s}  [{r[6]}]")
-        for n in failing:
-            print(f"  newly failing: {n}")
-        for n in skipped:
-            print(f"  newly skipped: {n} (measured on the base, skipped or n/a on HEAD)")
-        cost = [r[0] for r in slower if r[6].startswith("cost")]
-        if cost and not args.no_explain:
-            import explain
-            explain.explain(cost, base, head)
-        return 1
-    print("\nGATE PASSED: no figure slower beyond its own threshold, none newly failing or skipped.")
-    return 0
+    if not bad:
+        print("\nGATE PASSED: no figure slower beyond its own threshold, none newly failing or skipped.")
+        return
+    print(f"\nGATE FAILED: {len(slower)} slower, {len(failing)} newly failing, {len(skipped)} newly skipped.")
+    for r in slower:
+        s = "" if r[3] is None else f" (slowdown {r[3]:.4f})"
+        print(f"  slower: {r[0]}{s}  [{r[6]}]")
+    for n in failing:
+        print(f"  newly failing: {n}")
+    for n in skipped:
+        print(f"  newly skipped: {n} (measured on the base, skipped or n/a on HEAD)")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    conf = Config.load(args.config)
+    base, head = commits(args.base, args.head)
+    noise = read_noise(args.noise)
+    print(f"noise file {args.noise}: {len(noise)} figures with a measured spread"
+          if noise else f"noise file {args.noise} missing: every wall-clock figure gets factor {args.factor}")
+    ensure_machine()
+    run_both(args, base, head)
+    rows, bad = judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise)
+    print_table(rows, args.factor)
+    print_verdict(rows, bad)
+    cost = [r[0] for r in rows if r[5] == "SLOWER" and r[6].startswith("cost")]
+    if cost and not args.no_explain:
+        explain.explain(cost, base, head)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Why a cost figure rose: the Python functions whose work changed most between two commits.
 
 For each failing cost figure (benchmarks/cost.py) the figure's own workload
@@ -12,8 +11,9 @@ wobble between those two: what remains names the functions that do more (or less
 work per operation.  Printed by `make compare` when a cost figure fails;
 also usable alone:
 
-    python tools/explain.py BASE HEAD "cost.SQLite.track_instructions('claim_complete_per_task')"
+    python -m tools.explain BASE HEAD "cost.SQLite.track_instructions('claim_complete_per_task')"
 """
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from .commands import git
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = os.path.join(ROOT, "benchmarks", "_cost_child.py")
@@ -32,11 +34,10 @@ TOP = 12
 
 def op_of(name):
     """The _cost_child op behind a cost figure's asv name, or None."""
-    sys.path.insert(0, ROOT)
-    try:
-        from benchmarks import cost
-    finally:
-        sys.path.pop(0)
+    # loaded from its file: benchmarks/ is asv's suite, not a package on sys.path here
+    spec = importlib.util.spec_from_file_location("benchmarks_cost", os.path.join(ROOT, "benchmarks", "cost.py"))
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
     m = re.match(r"cost\.(\w+)\.track_\w+\((?:'[^']*', )*'([^']+)'\)", name)
     if not m:
         return None
@@ -122,14 +123,13 @@ def explain(names, base, head, out=sys.stdout):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main(argv):
+def main(argv=None):
+    argv = sys.argv if argv is None else argv
     if len(argv) < 4:
         raise SystemExit(__doc__)
-    rev = lambda c: subprocess.run(["git", "-C", ROOT, "rev-parse", c], check=True,  # noqa: E731
-                                   capture_output=True, text=True).stdout.strip()
-    explain(argv[3:], rev(argv[1]), rev(argv[2]))
+    explain(argv[3:], git("rev-parse", argv[1], cwd=ROOT), git("rev-parse", argv[2], cwd=ROOT))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

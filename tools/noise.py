@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make noise`: how far apart runs of the same code land on this machine, per figure.
 
 In a throwaway clone it commits a comment-only change B on top of HEAD (A), then runs
@@ -26,14 +25,13 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+from asv.config import Config
 
-from asv.config import Config  # noqa: E402
+from . import compare
+from .commands import git
+from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 
-import compare  # noqa: E402
-from bench import MACHINE, MACHINE_ARGS, ensure_machine  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "noise.json")
 
@@ -79,7 +77,7 @@ def summarize(values_by_name):
     return out
 
 
-def main(argv=None):
+def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="asv continuous runs of A and B")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
@@ -87,45 +85,41 @@ def main(argv=None):
     ap.add_argument("--asv-rounds", type=int, default=0, help="asv rounds per commit (-a rounds=N)")
     ap.add_argument("--out", default=DEFAULT_OUT)
     ap.add_argument("--fresh", action="store_true", help="drop the entries this run did not measure")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    work = tempfile.mkdtemp(prefix="asv-noise-")
-    clone = os.path.join(work, "repo")
-    started = datetime.datetime.now(datetime.timezone.utc)
-    try:
-        sh(["git", "clone", "-q", ROOT, clone], ROOT)
-        git = ["git", "-c", "user.name=noise", "-c", "user.email=noise@example.invalid"]
-        rev = lambda: subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, check=True,  # noqa: E731
-                                     capture_output=True, text=True).stdout.strip()
-        a = rev()
-        with open(os.path.join(clone, "asv.conf.json"), "a") as f:
-            f.write("\n")  # same code, different commit
-        sh([*git, "commit", "-qam", "noise: same code"], clone)
-        b = rev()
-        load_before = loadavg()
-        os.chdir(clone)
-        ensure_machine()
-        conf = Config.load("asv.conf.json")
-        values = {}
-        for r in range(args.rounds):
-            print(f"\n==> round {r + 1}/{args.rounds}", flush=True)
-            cmd = [sys.executable, "-m", "asv", "continuous", "--factor", "1.0", *MACHINE_ARGS, a, b]
-            if args.bench:
-                cmd += ["--bench", args.bench]
-            if args.quick:
-                cmd.append("--quick")
-            if args.asv_rounds:
-                cmd += ["--attribute", f"rounds={args.asv_rounds}"]
-            subprocess.call(cmd)
-            for commit in (a, b):
-                for name, (v, _ss, _key) in compare.load(conf, MACHINE, commit).items():
-                    values.setdefault(name, []).append(v)
-        load_after = loadavg()
-    finally:
-        os.chdir(ROOT)
-        shutil.rmtree(work, ignore_errors=True)
 
-    measured = summarize(values)
+def same_code_pair(clone):
+    """Commit a comment-only change B on top of the clone's HEAD A: (A, B), the same code."""
+    a = git("rev-parse", "HEAD", cwd=clone)
+    with open(os.path.join(clone, "asv.conf.json"), "a") as f:
+        f.write("\n")  # same code, different commit
+    git("-c", "user.name=noise", "-c", "user.email=noise@example.invalid",
+        "commit", "-qam", "noise: same code", cwd=clone)
+    return a, git("rev-parse", "HEAD", cwd=clone)
+
+
+def measure(args, a, b):
+    """{figure: [values]}: `asv continuous A B` args.rounds times, run in the clone (the cwd)."""
+    conf = Config.load("asv.conf.json")
+    values = {}
+    for r in range(args.rounds):
+        print(f"\n==> round {r + 1}/{args.rounds}", flush=True)
+        cmd = [sys.executable, "-m", "asv", "continuous", "--factor", "1.0", *MACHINE_ARGS, a, b]
+        if args.bench:
+            cmd += ["--bench", args.bench]
+        if args.quick:
+            cmd.append("--quick")
+        if args.asv_rounds:
+            cmd += ["--attribute", f"rounds={args.asv_rounds}"]
+        subprocess.call(cmd)
+        for commit in (a, b):
+            for name, (v, _ss, _key) in compare.load(conf, MACHINE, commit).items():
+                values.setdefault(name, []).append(v)
+    return values
+
+
+def write(args, measured, run_info):
+    """benchmarks/noise.json: this run's figures over the entries kept from earlier runs."""
     old = {}
     if not args.fresh and os.path.exists(args.out):
         try:
@@ -133,29 +127,43 @@ def main(argv=None):
                 old = json.load(f).get("benchmarks", {})
         except (OSError, ValueError):
             old = {}
-    run_info = {
-        "machine": MACHINE, "cpus": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": load_after,
-        "date": started.isoformat(timespec="seconds"), "commit": a,
-        "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
-        "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != 3 else "")
-                   + (f" BENCH='{args.bench}'" if args.bench else ""),
-    }
     for entry in measured.values():
-        entry["run"] = started.isoformat(timespec="seconds")
-    merged = {**old, **measured}
+        entry["run"] = run_info["date"]
     doc = {"about": "Same-code spread of each benchmark on the machine below (tools/noise.py); "
                     "tools/compare.py takes each figure's threshold from it.",
            "last_run": run_info,
            "runs": ([] if args.fresh else _old_runs(args.out)) + [run_info],
-           "benchmarks": dict(sorted(merged.items()))}
+           "benchmarks": dict(sorted({**old, **measured}.items()))}
     with open(args.out, "w") as fh:
         json.dump(doc, fh, indent=1)
         fh.write("\n")
 
+
+def main(argv=None):
+    args = parse_args(argv)
+    work = tempfile.mkdtemp(prefix="asv-noise-")
+    clone = os.path.join(work, "repo")
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    try:
+        sh(["git", "clone", "-q", ROOT, clone], ROOT)
+        a, b = same_code_pair(clone)
+        load_before = loadavg()
+        os.chdir(clone)
+        ensure_machine()
+        values = measure(args, a, b)
+        load_after = loadavg()
+    finally:
+        os.chdir(ROOT)
+        shutil.rmtree(work, ignore_errors=True)
+    measured = summarize(values)
+    write(args, measured, {
+        "machine": MACHINE, "cpus": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": load_after,
+        "date": started, "commit": a, "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
+        "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != 3 else "")
+                   + (f" BENCH='{args.bench}'" if args.bench else "")})
     print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
-    rows = sorted(measured.items(), key=lambda kv: -(kv[1]["band"] or float("inf")))
-    for name, e in rows:
+    for name, e in sorted(measured.items(), key=lambda kv: -(kv[1]["band"] or float("inf"))):
         band = "crosses 0" if e["band"] is None else f"{e['band']:.4f}"
         print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}")
     print(f"machine {MACHINE}, {os.cpu_count()} cores, load average before {load_before}, after {load_after}")

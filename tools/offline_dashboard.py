@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make the dashboard that `asv publish` wrote self-contained.
 
 asv 0.6 writes pages that load jQuery, Flot and its plugins, flot-orderbars,
@@ -9,7 +8,7 @@ never committed), copies the files the pages need into ``<html>/vendor/`` and
 rewrites every page to load them from there, with integrity hashes of the
 files actually served.
 
-Usage: python tools/offline_dashboard.py [--html .asv/html] [--cache .asv/vendor-build]
+Usage: python -m tools.offline_dashboard [--html .asv/html] [--cache .asv/vendor-build]
 
 It fails (exit 1) if a page still refers to a script or stylesheet on another
 host afterwards, e.g. because a newer asv added a library not mapped below.

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write the benchmark report: .asv/report.md and .asv/report.json.
 
 For every headline figure in benchmarks/targets.json: the target, the value
@@ -39,15 +38,14 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 
 from asv import step_detect
 from asv.config import Config
 from asv.results import iter_results_for_machine
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import better_of, read_noise  # noqa: E402  (one rule for "which way is better")
+from .commands import git
+from .compare import better_of, read_noise  # one rule for "which way is better"
 
 STEP_THRESHOLD = 0.05  # relative size below which a step of a wall-clock figure is not reported
 COST_STEP_THRESHOLD = 0.005  # cost figures are counted, not timed: 0.5% is already real
@@ -64,11 +62,6 @@ def read_rates(path):
         return {}
     return {k: v for k, v in data.items()
             if not k.startswith("_") and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0}
-
-
-def git(*args, cwd="."):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
 
 
 def pick_machine(results_dir, wanted=None):

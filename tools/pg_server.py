@@ -5,7 +5,7 @@
 
 or from a shell (prints the URL, stops the server on Ctrl-C / SIGTERM):
 
-    python tests/pg_server.py
+    python -m tools.pg_server
 
 PostgreSQL refuses to run as root, so when this runs as root the server runs as
 an unprivileged user ("postgres" if it exists, else "nobody"), and its directory

@@ -1,0 +1,19 @@
+"""The two external commands every tool drives: git and asv (run with this Python)."""
+import subprocess
+import sys
+
+
+def git(*args, cwd=None):
+    """git's output, stripped; raises CalledProcessError when git fails."""
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def asv(*args, check=False):
+    """Run asv with this interpreter, echoing the command; its exit status (SystemExit if
+    `check` and it failed)."""
+    print("$ asv " + " ".join(args), flush=True)
+    rc = subprocess.call([sys.executable, "-m", "asv", *args])
+    if check and rc != 0:
+        raise SystemExit(f"asv {args[0]} failed (exit {rc})")
+    return rc
