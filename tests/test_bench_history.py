@@ -8,7 +8,6 @@ measurement read by two benchmarks is made once.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
