@@ -1,9 +1,9 @@
 """The pull-request gate catches what it exists for, and nothing else.
 
 1. In a throwaway clone of this repository (its committed HEAD), on the cost family
-   (benchmarks/cost.py, instructions counted by cachegrind; only the enqueue_many
+   (benchmarks/cost.py, instructions counted by cachegrind; only the claim + complete
    figure, PRISMQ_BENCH_COST_OPS, to keep the test short): a commit that only changes a
-   comment passes `make compare`; a commit that adds ~2.5% instructions to the enqueue path
+   comment passes `make compare`; a commit that adds ~2.5% instructions to the claim path
    fails it on the cost figure, and the gate names the function that does the extra work.
    asv's environment for the clone is kept in .asv/gate-test-env of this checkout, so only
    the first run builds it.  Skipped without valgrind.
@@ -31,27 +31,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
 GIT = ["git", "-c", "user.name=gate", "-c", "user.email=gate@example.invalid"]
 COST_BENCH = r"^cost\.SQLite\."
-# enqueue_many: one call per 100 tasks, so the bridge's per-call choice (run on the loop's
-# thread or hop, by whether the lock is free) hardly moves it; claim + complete moved ~1%
-# between runs of the same code once that choice came in (3e38727)
-COST_FIGURE = "cost.SQLite.track_instructions('enqueue_many_per_task')"
+# claim + complete: single calls on the loop's thread, whose count no longer depends on
+# timing (turns by call count, no teardown in a count): 0.08% apart in two runs
+COST_OP = "claim_complete"
+COST_FIGURE = "cost.SQLite.track_instructions('claim_complete_per_task')"
 
 COMMENT_ONLY = "\n# A comment: this commit changes no code, the gate must let it through.\n"
-# ~2.5% more instructions per enqueued task (~800 per task, 80k per call of 100: ~350
-# additions at ~230 instructions each)
+# ~2.5% more instructions per claim + complete (~10k of ~430k: ~45 additions at ~230
+# instructions each)
 SLOWDOWN = '''
-# Deliberate extra work on the enqueue path (tests/test_gate.py): the gate must stop it.
-_gate_original_enqueue_many = Queue.enqueue_many
+# Deliberate extra work on the claim path (tests/test_gate.py): the gate must stop it.
+_gate_original_claim = Queue.claim
 
 
-async def _gate_slow_enqueue_many(self, *args, **kwargs):
+async def _gate_slow_claim(self, *args, **kwargs):
     extra = 0
-    for i in range(350):
+    for i in range(45):
         extra += i
-    return await _gate_original_enqueue_many(self, *args, **kwargs)
+    return await _gate_original_claim(self, *args, **kwargs)
 
 
-Queue.enqueue_many = _gate_slow_enqueue_many
+Queue.claim = _gate_slow_claim
 '''
 
 
@@ -69,7 +69,7 @@ def commit_append(clone, text, message):
 
 
 def make_compare(clone, base):
-    env = dict(os.environ, PRISMQ_BENCH_COST_OPS="enqueue_many")
+    env = dict(os.environ, PRISMQ_BENCH_COST_OPS=COST_OP)
     env.pop("PRISMQ_BENCH_PG", None)
     cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={COST_BENCH}", f"VENV={sys.prefix}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
@@ -109,15 +109,15 @@ def test_gate_on_cost_figures(clone):
     assert rc == 0, "a comment-only commit failed the gate"
     assert "GATE PASSED" in out
 
-    commit_append(clone, SLOWDOWN, "extra work in enqueue_many")
+    commit_append(clone, SLOWDOWN, "extra work in claim")
     rc, out = make_compare(clone, base)
-    assert rc != 0, "the gate let ~2.5% more instructions per enqueued task through"
+    assert rc != 0, "the gate let ~2.5% more instructions per claimed task through"
     assert "GATE FAILED" in out
     slower = re.findall(r"^  slower: (\S+)", out, re.M)
     assert COST_FIGURE in slower, slower
     why = out.split(f"Why {COST_FIGURE} changed", 1)
     assert len(why) == 2, "no explanation of the failing cost figure"
-    assert "prismq_queue/__init__.py:_gate_slow_enqueue_many" in why[1], why[1][:3000]
+    assert "prismq_queue/__init__.py:_gate_slow_claim" in why[1], why[1][:3000]
 
 
 # ---- thresholds on fabricated results (seconds, no build) ----
