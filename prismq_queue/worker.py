@@ -50,6 +50,62 @@ else:
         return loop.create_task(coro)  # its own Task, with a copy of the context
 
 
+# The worker's round trip (acknowledge, recover, claim) starts at once, inside the
+# worker's own step: on SQLite it usually runs on the loop's thread and ends right
+# there, so a task enqueued in this process reaches its handler without the three
+# loop rounds a Task would add (its first step, its done callback, the shield's).
+# Only the worker's own code runs in that step, never a handler.
+if sys.version_info >= (3, 12):
+    def _start_trip(loop: asyncio.AbstractEventLoop, coro: Any) -> "asyncio.Future[Any]":
+        return asyncio.Task(coro, loop=loop, eager_start=True)
+else:
+    def _start_trip(loop: asyncio.AbstractEventLoop, coro: Any) -> "asyncio.Future[Any]":
+        # Python 3.11 has no eager tasks: run the first step by hand, and hand the
+        # rest, if the trip has to wait (a hop to the database thread), to a Task.
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as done:
+            return _settled(loop, done.value)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # whatever the trip raised is its outcome, as a Task's would be
+            return _settled(loop, None, exc)
+        return loop.create_task(_resume(coro, waiting_on))
+
+    def _settled(loop: asyncio.AbstractEventLoop, value: Any,
+                 exc: Optional[BaseException] = None) -> "asyncio.Future[Any]":
+        future = loop.create_future()
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        elif exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+        return future
+
+    async def _resume(coro: Any, waiting_on: Any) -> Any:
+        """Drive `coro` on from where its first step stopped, waiting on `waiting_on`.
+
+        None is a bare yield (asyncio.sleep(0)): the coroutine asks for one loop
+        round, and this Task's first step comes one round later, so it goes on at once.
+        """
+        while True:
+            if waiting_on is not None:
+                # What a Task does with a future a coroutine yields: take it over
+                # (the flag says "yielded, not yet taken"), then wait for it.
+                waiting_on._asyncio_future_blocking = False
+                try:
+                    await waiting_on
+                except (Exception, asyncio.CancelledError):
+                    pass  # the coroutine reads the future's outcome itself when resumed
+            try:
+                waiting_on = coro.send(None)
+            except StopIteration as done:
+                return done.value
+            if waiting_on is None:
+                await asyncio.sleep(0)
+
+
 def error_text(exc: BaseException) -> str:
     """'Type: message' for a failed attempt; a placeholder message when the exception's str() fails too."""
     try:
@@ -172,7 +228,7 @@ class Worker:
                 continue
             # One trip: acknowledge what finished, recover expired leases, claim. While
             # the database thread works on it, this thread runs the last batch's handlers.
-            trip = asyncio.ensure_future(queue._cycle(finishes, request, True))
+            trip = _start_trip(self._loop, queue._cycle(finishes, request, True))
             self._start_all(claimed)
             try:
                 # Shielded: cancelling run() must not cut the trip loose after the

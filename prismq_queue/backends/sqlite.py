@@ -92,6 +92,7 @@ class SQLiteBackend(Backend):
         self._checkpointer: Optional[Checkpointer] = None
         self._rng = random.Random()
         self._direct_run = 0  # direct calls since the event loop last ran other coroutines
+        self._inserts = 0  # inserts committed through this connection (see ChangeWatcher)
 
     # -- connection -----------------------------------------------------
 
@@ -251,7 +252,9 @@ class SQLiteBackend(Backend):
     # -- tasks ----------------------------------------------------------
 
     async def insert(self, rows: Sequence[tuple]) -> list[int]:
-        return await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
+        ids = await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
+        self._inserts += 1
+        return ids
 
     @staticmethod
     def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
@@ -469,8 +472,22 @@ class SQLiteBackend(Backend):
     def arm(self, wake: Callable[[], None]) -> None:
         if self._watcher is None:
             self._watcher = ChangeWatcher(self.path, Q["any_ready"], self._watch_interval,
-                                          local_write=lambda: self.local_writes > 0)
+                                          local_write=lambda: self.local_writes > 0,
+                                          local_inserts=lambda: self._inserts,
+                                          outside_version=self._outside_version)
         self._watcher.arm(wake)
+
+    def _outside_version(self) -> Optional[int]:
+        """data_version of this process's connection: it changes only when another connection commits.
+
+        Read on the loop's thread, so only while the bridge is idle (None otherwise).
+        """
+        if self._bridge is None or not self._bridge.idle:
+            return None
+        try:
+            return self._raw.execute("PRAGMA data_version").fetchall()[0][0]
+        except sqlite3.Error:
+            return None
 
     def disarm(self, wake: Callable[[], None]) -> None:
         if self._watcher is not None:

@@ -42,8 +42,17 @@ class ChangeWatcher:
     """Calls the armed wake-ups, on the event loop, when ready work may have appeared."""
 
     def __init__(self, path: str, ready_sql: str, interval: float = 0.001, safety_interval: float = 0.25,
-                 local_write: Callable[[], bool] = lambda: False) -> None:
+                 local_write: Callable[[], bool] = lambda: False,
+                 local_inserts: Callable[[], int] = lambda: 0,
+                 outside_version: Callable[[], Optional[int]] = lambda: None) -> None:
         self._local_write = local_write
+        # How many inserts this process has committed (each woke this process's workers
+        # as it returned), and the data_version of this process's own connection (it
+        # changes only when *another* connection commits; None when it cannot be read now).
+        self._local_inserts = local_inserts
+        self._outside_version = outside_version
+        self._inserts_seen = 0
+        self._outside_seen: Optional[int] = None
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
         self._ready_sql = ready_sql
         self._fd = _inotify_fd(path + "-wal")
@@ -53,6 +62,7 @@ class ChangeWatcher:
         self._wakes: set[Callable[[], None]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._timer: Optional[asyncio.TimerHandle] = None
+        self._fresh: Optional[asyncio.Handle] = None  # the look arm() asked for, not made yet
         self._last: Optional[int] = None
         self._settle_until = 0.0
         self._pause = interval
@@ -74,14 +84,20 @@ class ChangeWatcher:
         if first:
             self._schedule(self._period)
         # Work committed between the worker's last claim and now must not wait
-        # for the next change: look once at once.
-        self._look(fresh=True)
+        # for the next change: look once, soon. Not right here: a worker arms just
+        # after starting the handlers it claimed, and they should not wait for it.
+        if self._fresh is None:
+            self._fresh = self._loop.call_soon(self._look_fresh)
 
     def disarm(self, wake: Callable[[], None]) -> None:
         self._wakes.discard(wake)
-        if not self._wakes and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not self._wakes:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._fresh is not None:
+                self._fresh.cancel()
+                self._fresh = None
 
     def stop(self) -> None:
         for wake in list(self._wakes):
@@ -93,6 +109,13 @@ class ChangeWatcher:
             self._fd = None
         self._loop = None
         self._conn.close()
+
+    def _look_fresh(self) -> None:
+        self._fresh = None
+        if self._wakes:
+            self._look(fresh=True)
+            # What this look saw is the baseline _only_local_inserts compares with.
+            self._inserts_seen, self._outside_seen = self._local_inserts(), self._outside_version()
 
     def _schedule(self, delay: float) -> None:
         if self._timer is not None:
@@ -112,6 +135,8 @@ class ChangeWatcher:
             # process's workers itself, and their claim also sees whatever another
             # process committed before it. No need to look now.
             return
+        if self._only_local_inserts():
+            return
         if not self._look():
             # A commit writes its frames to the WAL first and publishes them in the
             # shared index just after: the write may not be visible yet. Look again
@@ -119,6 +144,22 @@ class ChangeWatcher:
             self._settle_until = time.monotonic() + SETTLE
             self._pause = 0.0001
             self._schedule(self._pause)
+
+    def _only_local_inserts(self) -> bool:
+        """True if the commits behind this event are this process's own inserts, which woke its workers already.
+
+        An insert committed here wakes this process's armed workers as it returns
+        (Queue._notify), so its WAL write needs no look. But another process may
+        have committed in the same moment: this process's own connection sees its
+        data_version change then, and only then.
+        """
+        inserts = self._local_inserts()
+        if inserts == self._inserts_seen:
+            return False
+        self._inserts_seen = inserts
+        version = self._outside_version()
+        seen, self._outside_seen = self._outside_seen, version
+        return version is not None and version == seen
 
     def _on_timer(self) -> None:
         self._timer = None

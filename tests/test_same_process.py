@@ -1,0 +1,156 @@
+"""Enqueue -> handler start within one process: the short path (issue 12).
+
+A task enqueued through the Queue a Worker of the same process uses should reach
+its handler in as few event-loop rounds as possible, with no look by the change
+watcher (which exists for commits made by *other* connections) in between.
+"""
+
+import asyncio
+import sqlite3
+import statistics
+import sys
+
+import pytest
+
+from prismq_queue import Queue, Worker
+from prismq_queue.backends import sqlite as sqlite_backend
+
+# The watcher hears of WAL writes through inotify on Linux only (elsewhere it polls).
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
+
+
+def _count_rounds(loop):
+    """Wrap the running loop's _run_once so each round bumps counter[0]."""
+    counter = [0]
+    run_once = loop._run_once
+
+    def counted():
+        counter[0] += 1
+        run_once()
+
+    loop._run_once = counted
+    return counter
+
+
+def _count_looks(watcher):
+    """Count the looks the watcher makes for WAL write events (not its safety timer's)."""
+    counter = [0]
+    look, on_event = watcher._look, watcher._on_event
+    in_event = [False]
+
+    def counted(*args, **kwargs):
+        counter[0] += in_event[0]
+        return look(*args, **kwargs)
+
+    def event():
+        in_event[0] = True
+        try:
+            on_event()
+        finally:
+            in_event[0] = False
+
+    watcher._look = counted
+    watcher._on_event = event
+    loop = asyncio.get_running_loop()
+    loop.remove_reader(watcher._fd)
+    loop.add_reader(watcher._fd, watcher._on_event)
+    return counter
+
+
+async def _idle(worker):
+    """Until the worker waits for work, its acknowledgement written and the watcher's timers quiet."""
+    for _ in range(5000):
+        if worker._wake_future is not None and not worker._done and not worker._active:
+            break
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.05)  # past the watcher's settle window (20 ms) after the last commit
+
+
+@linux_only
+async def test_local_enqueue_reaches_its_handler_in_two_loop_rounds(db_path, monkeypatch):
+    # Calls on the loop's thread give the loop a turn once they have kept it 0.5 ms;
+    # on a loaded machine that would add rounds at random: switched off here.
+    monkeypatch.setattr(sqlite_backend, "SHORT_RUN", 1e9)
+    loop = asyncio.get_running_loop()
+    rounds = _count_rounds(loop)
+    async with Queue(db_path) as q:
+        seen = []
+        started = asyncio.Event()
+
+        async def handler(task):
+            seen.append((rounds[0] - task.payload["r0"], looks[0] - task.payload["l0"]))
+            started.set()
+
+        worker = Worker(q, concurrency=10, handle_signals=False)
+        worker.register("t", handler)
+        run = asyncio.ensure_future(worker.run())
+        try:
+            await _idle(worker)
+            looks = _count_looks(q.backend._watcher)
+            for _ in range(5):
+                await _idle(worker)
+                started.clear()
+                await q.enqueue("t", {"r0": rounds[0], "l0": looks[0]})
+                await asyncio.wait_for(started.wait(), 30)
+        finally:
+            worker.stop()
+            await run
+    # One round for the worker (woken by the enqueue: its claim runs on the loop's
+    # thread, inside its own step), one for the handler's Task. It took five (the
+    # claim in a Task of its own, its done callback, the shield around it), and the
+    # watcher looked twice (at the enqueue's WAL write, and as the worker re-armed
+    # before its handler could start).
+    assert statistics.median(r for r, _ in seen) <= 3, seen
+    assert statistics.median(n for _, n in seen) == 0, seen
+
+
+@linux_only
+async def test_own_inserts_need_no_look_by_the_watcher(db_path):
+    async with Queue(db_path) as q:
+        woken = []
+        q.arm(lambda: woken.append(1))
+        await asyncio.sleep(0.05)  # the first look, at arming
+        looks = _count_looks(q.backend._watcher)
+        for i in range(20):
+            await q.enqueue("t", i)
+            await asyncio.sleep(0.01)  # the WAL write's event arrives after the enqueue returned
+        assert looks[0] == 0
+        assert len(woken) >= 20  # every enqueue woke the armed wake-up itself
+        q.disarm(woken.append)
+
+
+@linux_only
+async def test_a_commit_elsewhere_with_an_own_insert_is_still_looked_at(db_path):
+    async with Queue(db_path) as q:
+        q.arm(lambda: None)
+        await q.enqueue("t", 0)
+        await asyncio.sleep(0.05)
+        looks = _count_looks(q.backend._watcher)
+        # Another connection commits, then this process inserts before the loop
+        # reads either WAL write: one event for both.
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("UPDATE prismq_tasks SET priority = 5 WHERE id = 1")
+        other.close()
+        await q.enqueue("t", 1)
+        await asyncio.sleep(0.05)
+        assert looks[0] >= 1
+
+
+@pytest.mark.parametrize("hop", [False, True])
+async def test_a_round_trip_that_waits_still_delivers(db_path, hop):
+    """The trip's first step runs in the worker's step; one that must wait goes on in a Task."""
+    async with Queue(db_path) as q:
+        if hop:
+            # Keep the bridge busy so that every call, the worker's claim included, hops.
+            q.backend._bridge._pending += 1
+        try:
+            await q.enqueue_many([("t", i) for i in range(120)])
+            worker = Worker(q, concurrency=7, handle_signals=False)
+            done = []
+            worker.register("t", lambda task: done.append(task.payload))
+            await asyncio.wait_for(worker.run(until_empty=True), 60)
+        finally:
+            if hop:
+                q.backend._bridge._pending -= 1
+        assert sorted(done) == list(range(120))
+        assert (await q.stats())["by_status"]["completed"] == 120
