@@ -49,13 +49,13 @@ def _install(FAULT):
 
         Queue._cycle = faulty_cycle
     elif FAULT == "leak":
-        start = Worker._start
+        start_all = Worker._start_all
 
-        def leaky_start(self, task):
-            KEPT.append(task)
-            return start(self, task)
+        def leaky_start_all(self, tasks):
+            KEPT.extend(tasks)
+            return start_all(self, tasks)
 
-        Worker._start = leaky_start
+        Worker._start_all = leaky_start_all
     elif FAULT == "log_batches":
         enqueue_many = Queue.enqueue_many
 
