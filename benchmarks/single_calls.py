@@ -185,6 +185,16 @@ def measure(n: int = N, repeats: int = REPEATS) -> dict:
     return {s: {op: _median(v) for op, v in ops.items()} for s, ops in samples.items()}
 
 
+def _unavailable(why: str) -> dict:
+    """What setup_cache returns when it cannot measure: asv passes no cache argument at all for None."""
+    return {"unavailable": why}
+
+
+def _skip_if_unavailable(cache) -> None:
+    if "unavailable" in cache:
+        raise NotImplementedError(cache["unavailable"])
+
+
 def _available() -> bool:
     try:
         pq = _pq()
@@ -200,11 +210,10 @@ class _SingleCallRun:
     version = 1
 
     def setup_cache(self):
-        return measure() if _available() else None
+        return measure() if _available() else _unavailable("this prismq_queue lacks a single-call API")
 
     def setup(self, cache, *params):
-        if cache is None:
-            raise NotImplementedError("this prismq_queue lacks a single-call API")
+        _skip_if_unavailable(cache)
 
 
 class SingleCalls(_SingleCallRun):
@@ -335,11 +344,10 @@ class EnqueueIdleVsLoaded:
     version = 1
 
     def setup_cache(self):
-        return measure_load() if _available() else None
+        return measure_load() if _available() else _unavailable("this prismq_queue lacks a single-call API")
 
     def setup(self, cache, system):
-        if cache is None:
-            raise NotImplementedError("this prismq_queue lacks a single-call API")
+        _skip_if_unavailable(cache)
 
     def track_loaded_over_idle(self, cache, system):
         return cache[system]["idle"] / cache[system]["loaded"]
@@ -430,11 +438,10 @@ class LoopLag:
     version = 1
 
     def setup_cache(self):
-        return measure_lag() if _available() else None
+        return measure_lag() if _available() else _unavailable("this prismq_queue lacks a single-call API")
 
     def setup(self, cache, loop, stat):
-        if cache is None:
-            raise NotImplementedError("this prismq_queue lacks a single-call API")
+        _skip_if_unavailable(cache)
 
     def track_lateness(self, cache, loop, stat):
         return cache[loop][stat]
@@ -534,17 +541,17 @@ class IdleWorkersPg:
     version = 1
 
     def setup_cache(self):
+        unavailable = _unavailable(f"needs {PG_ENV} (a PostgreSQL server) and asyncpg")
         if not os.environ.get(PG_ENV) or not _available():
-            return None
+            return unavailable
         try:
             import asyncpg  # noqa: F401
         except ImportError:
-            return None
+            return unavailable
         return measure_pg_wake()
 
     def setup(self, cache, backend):
-        if cache is None:
-            raise NotImplementedError(f"needs {PG_ENV} (a PostgreSQL server) and asyncpg")
+        _skip_if_unavailable(cache)
 
     def track_ratio(self, cache, backend):
         return cache["idle"] / cache["none"]
