@@ -68,9 +68,10 @@ async def _idle(worker):
 
 @linux_only
 async def test_local_enqueue_reaches_its_handler_in_two_loop_rounds(db_path, monkeypatch):
-    # Calls on the loop's thread give the loop a turn once they have kept it 0.5 ms;
-    # on a loaded machine that would add rounds at random: switched off here.
-    monkeypatch.setattr(sqlite_backend, "SHORT_RUN", 1e9)
+    # Calls on the loop's thread give the loop a turn after SHORT_RUN of them in
+    # a row; where that count falls would depend on the calls made before this
+    # test's round: switched off here, so the rounds counted are the path's own.
+    monkeypatch.setattr(sqlite_backend, "SHORT_RUN", 10**9)
     loop = asyncio.get_running_loop()
     rounds = _count_rounds(loop)
     async with Queue(db_path) as q:
