@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import json.scanner
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]  # typeshed omits the C half
 import math
 import os
 import random
@@ -17,24 +16,13 @@ from .backends.base import CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETR
 from .errors import DatabaseError, InvalidArgument, LeaseLost, PayloadError, TaskCancelled, TaskNotFound
 from .retry import RetryPolicy
 from .strategy import Strategy
+from .records import RoundTrip
 from .task import Task, TaskStatus
+from .validation import (
+    check_int, check_seconds, check_type, encode_checked, encode_json, encoding_problem, error_text, storable_text,
+)
 
 RECENT_WINDOWS = {"last_1m": 60.0, "last_5m": 300.0, "last_1h": 3600.0}
-def _unencodable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-if c_make_encoder is not None:
-    # The C encoder called directly: the same output as json.dumps(separators=(",", ":"),
-    # ensure_ascii=False, allow_nan=False), without a microsecond of Python-level set-up per
-    # payload, which is a third of the cost of enqueue_many.
-    _c_encode = c_make_encoder(None, _unencodable, encode_basestring, None, ":", ",", False, False, False)
-
-    def _encode(value: Any) -> str:
-        return "".join(_c_encode(value, 0))
-else:  # pragma: no cover - CPython always has the C encoder
-    _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False,  # type: ignore[assignment]
-                               default=_unencodable).encode
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed types the class, not the C call
 
 
@@ -57,116 +45,6 @@ _tokens = random.Random()
 _token_bits = _tokens.getrandbits
 os.register_at_fork(after_in_child=_tokens.seed)
 _RUNNING = TaskStatus.RUNNING
-
-
-#: Deepest nesting of lists and dicts a payload or result may have. The C decoder
-#: recurses once per level and fails near 1,000 levels at the default recursion
-#: limit, less when called deep in a worker's stack; no real payload comes close.
-MAX_NESTING = 256
-_DEEP_TEXT = 2 * MAX_NESTING  # JSON text longer than this may nest deeper than MAX_NESTING
-_CONTAINERS = (dict, list, tuple)
-
-
-def _check_structure(value: Any, depth: int) -> None:
-    """Refuse what JSON would not give back as it was: non-string keys, and nesting too deep to decode."""
-    if depth > MAX_NESTING:
-        raise ValueError(f"it nests more than {MAX_NESTING} levels deep (or refers to itself)")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                # JSON turns 1 into "1": {1: "a", "1": "b"} would come back as {"1": "b"}.
-                raise ValueError(f"dict key {key!r} is not a string (JSON keys are strings)")
-            if isinstance(item, _CONTAINERS):
-                _check_structure(item, depth + 1)
-    else:
-        for item in value:
-            if isinstance(item, _CONTAINERS):
-                _check_structure(item, depth + 1)
-
-
-def _encode_checked(value: Any) -> str:
-    """JSON text of `value` that both databases can store and decode back; ValueError/TypeError if not."""
-    text = _encode(value)
-    # Every dict writes a "{", and nesting n deep takes 2n characters: text with
-    # neither holds no key to check and no depth to fear. A lone flat dict, the
-    # usual payload, needs only its own keys checked: "".join does that in C.
-    if "{" in text or len(text) > _DEEP_TEXT:
-        if type(value) is dict and len(text) <= _DEEP_TEXT and text.count("{") == 1:
-            try:
-                "".join(value)
-            except TypeError:
-                _check_structure(value, 1)  # raises, naming the key
-        elif isinstance(value, _CONTAINERS):
-            _check_structure(value, 1)
-    if not text.isascii():
-        # A lone surrogate (a file name decoded with os.fsdecode) encodes to JSON
-        # but not to UTF-8: neither database could store it.
-        text.encode("utf-8")
-    return text
-
-
-def encode_json(value: Any, what: str) -> str:
-    """JSON text of `value`, or PayloadError: payloads and results are JSON, never pickle."""
-    try:
-        return _encode_checked(value)
-    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-        raise PayloadError(f"{what} cannot be stored as JSON: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, RecursionError):  # the encoder's own limit, below MAX_NESTING deep in a stack
-        return f"it nests more than {MAX_NESTING} levels deep (or refers to itself)"
-    return str(exc)
-
-
-def storable_text(text: str) -> str:
-    """`text` with what UTF-8 cannot hold (lone surrogates) written as backslash escapes."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def error_text(error: Any) -> str:
-    """The text stored for a failed attempt: never raises, always storable."""
-    try:
-        if isinstance(error, str):
-            text = error
-        elif isinstance(error, BaseException):
-            text = f"{type(error).__name__}: {error}"
-        else:
-            text = str(error)
-    except Exception:  # an exception whose __str__ itself fails
-        text = f"{type(error).__name__}: <error text unavailable: its str() raised>"
-    return storable_text(text)
-
-
-def check_seconds(name: str, value: Any, minimum: float = 0.0, allow_equal: bool = False) -> float:
-    """`value` as float if it is a finite number of seconds above `minimum` (or equal, if allowed)."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value < minimum or (value == minimum and not allow_equal)):
-        bound = ">=" if allow_equal else ">"
-        raise InvalidArgument(f"{name} must be a finite number of seconds {bound} {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _check_type(task_type: Any) -> str:
-    if not isinstance(task_type, str) or not task_type.strip():
-        raise InvalidArgument(f"task type must be a non-empty string, got {task_type!r}")
-    if not task_type.isascii() and storable_text(task_type) is not task_type:
-        raise InvalidArgument(f"task type {task_type!r} holds text that is not valid Unicode")
-    return task_type
-
-
-def _check_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
-    if not -(2**63) <= value < 2**63:  # what both SQLite and PostgreSQL store
-        raise InvalidArgument(f"{name} must fit in 64 bits, got {value!r}")
-    return value
 
 
 def _due_time(now: float, delay: Any, run_at: Any) -> float:
@@ -252,7 +130,7 @@ class Queue:
         """Use `policy` for tasks of `task_type` instead of the queue's default."""
         if not isinstance(policy, RetryPolicy):
             raise InvalidArgument(f"policy must be a RetryPolicy, got {policy!r}")
-        self._policies[_check_type(task_type)] = policy
+        self._policies[check_type(task_type)] = policy
 
     def retry_policy(self, task_type: str) -> RetryPolicy:
         """The retry policy that applies to `task_type`."""
@@ -286,10 +164,10 @@ class Queue:
                     task_type, payload = item
                     if type(task_type) is not str or not task_type or task_type.isspace() \
                             or not task_type.isascii():
-                        _check_type(task_type)
+                        check_type(task_type)
                     limit = max_attempts or (policies[task_type].max_attempts if task_type in policies
                                              else default_max)
-                    append((task_type, _encode_checked(payload), prio, due, limit, now, None))
+                    append((task_type, encode_checked(payload), prio, due, limit, now, None))
                     continue
                 task_type, payload, options = self._unpack(item)
                 opts = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
@@ -303,18 +181,15 @@ class Queue:
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             if isinstance(exc, InvalidArgument):
                 raise
-            raise PayloadError(f"payload of task {len(rows)} cannot be stored as JSON: {_reason(exc)}") from None
+            raise PayloadError(f"payload of task {len(rows)} cannot be stored as JSON: {encoding_problem(exc)}") from None
         if not rows:
             return []
         return await self._insert(rows)
 
     async def _insert(self, rows: list[tuple]) -> list[int]:
-        backend = self._backend
-        backend.local_writes += 1
         try:
-            return await backend.insert(rows)
+            return await self._backend.insert(rows)
         finally:
-            backend.local_writes -= 1
             self._notify()  # wake this process's idle workers at once
 
     @staticmethod
@@ -335,11 +210,11 @@ class Queue:
 
     def _new_row(self, now: float, task_type: Any, payload: Any, priority: Any, delay: Any, run_at: Any,
                  max_attempts: Any, idempotency_key: Any) -> tuple:
-        _check_type(task_type)
-        _check_int("priority", priority)
+        check_type(task_type)
+        check_int("priority", priority)
         if max_attempts is None:
             max_attempts = self._policies.get(task_type, self.retry).max_attempts
-        elif _check_int("max_attempts", max_attempts) < 1:
+        elif check_int("max_attempts", max_attempts) < 1:
             raise InvalidArgument(f"max_attempts must be >= 1, got {max_attempts!r}")
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key
                                             or storable_text(idempotency_key) is not idempotency_key):
@@ -353,15 +228,27 @@ class Queue:
     async def claim(self, worker_id: str, limit: int = 1, strategy: Union[Strategy, str] = Strategy.PRIORITY,
                     lease_seconds: float = 30.0) -> list[Task]:
         """Lease up to `limit` due tasks to `worker_id`, in the strategy's order."""
-        request = self._claim_request(worker_id, limit, strategy, lease_seconds)
+        request = self.claim_request(worker_id, limit, strategy, lease_seconds)
         result = await self._backend.cycle((), request, True, time.time())
         return self._tasks(result, request)
 
-    def _claim_request(self, worker_id: str, limit: int, strategy: Union[Strategy, str],
-                       lease_seconds: float) -> ClaimRequest:
+    # -- the worker's seam ----------------------------------------------------
+    #
+    # A Worker does not call claim(), complete() and fail() one by one: it keeps
+    # the finish records of the handlers that ended (complete_record, fail_record,
+    # release_record) and hands them over with its next claim, so a whole cycle
+    # costs one round trip. These two methods are that cycle; the Worker uses
+    # nothing else of the Queue that is not public API.
+
+    def claim_request(self, worker_id: str, limit: int, strategy: Union[Strategy, str] = Strategy.PRIORITY,
+                      lease_seconds: float = 30.0) -> ClaimRequest:
+        """Check a claim's arguments and draw its fencing token, for round_trip(); InvalidArgument if bad.
+
+        The lease ends `lease_seconds` from now: make the request just before the trip.
+        """
         if not isinstance(worker_id, str) or not worker_id:
             raise InvalidArgument(f"worker_id must be a non-empty string, got {worker_id!r}")
-        if _check_int("limit", limit) < 0:
+        if check_int("limit", limit) < 0:
             raise InvalidArgument(f"limit must be >= 0, got {limit!r}")
         try:
             strategy = Strategy(strategy)
@@ -373,17 +260,25 @@ class Queue:
         return ClaimRequest(worker_id, limit, strategy.value, time.time() + lease_seconds,
                             _token_bits(62))
 
+    async def round_trip(self, finishes: Sequence[tuple], request: Optional[ClaimRequest], *,
+                         recover: bool = True) -> RoundTrip:
+        """Acknowledge, recover, claim: one transaction, one trip to the database.
+
+        Applies the finish records `finishes` (each fenced by its task's token; a
+        refused one gets its outcome in `outcomes`, nothing is raised for it), then
+        with `recover` requeues or dead-letters tasks whose leases expired, then
+        leases tasks per `request` (from claim_request(); None claims nothing).
+        Raises the package's QueueError subclasses when the database fails; the same
+        records may then be sent again (one that was applied reads back as "ok").
+        """
+        result = await self._backend.cycle(finishes, request, recover, time.time())
+        tasks = self._tasks(result, request) if request is not None and result.claimed else []
+        return RoundTrip(result.outcomes, tasks, result.recovered, result.next_due, result.next_expiry)
+
     @staticmethod
     def _tasks(result: CycleResult, request: ClaimRequest) -> list[Task]:
         lease_until, token, worker_id = request.lease_until, request.token, request.worker_id
         return [_task_from_claim(row, lease_until, token, worker_id) for row in result.claimed]
-
-    async def _cycle(self, finishes: Sequence[tuple], request: Optional[ClaimRequest],
-                     recover: bool) -> tuple[Optional[list[str]], list[Task], CycleResult]:
-        """The worker's round trip: acknowledge, recover, claim."""
-        result = await self._backend.cycle(finishes, request, recover, time.time())
-        tasks = self._tasks(result, request) if request is not None and result.claimed else []
-        return result.outcomes, tasks, result
 
     def complete_record(self, task: Task, result: Any) -> tuple:
         """The finish record that completes `task` with `result`."""
@@ -454,7 +349,7 @@ class Queue:
 
     async def get(self, task_id: int) -> Optional[Task]:
         """The task with this id, or None."""
-        row = await self._backend.get(_check_int("task id", task_id))
+        row = await self._backend.get(check_int("task id", task_id))
         return None if row is None else _task_from_row(row)
 
     async def list_tasks(self, status: Union[TaskStatus, str, None] = None, task_type: Optional[str] = None,
@@ -465,12 +360,12 @@ class Queue:
                 status = TaskStatus(status).value
             except ValueError:
                 raise InvalidArgument(f"unknown status {status!r}") from None
-        rows = await self._backend.list_tasks(status, task_type, _check_int("limit", limit))
+        rows = await self._backend.list_tasks(status, task_type, check_int("limit", limit))
         return [_task_from_row(r) for r in rows]
 
     async def cancel(self, task_id: int) -> bool:
         """Cancel a queued or running task; a running one's completion is then refused. False if finished."""
-        return await self._backend.cancel(_check_int("task id", task_id), time.time())
+        return await self._backend.cancel(check_int("task id", task_id), time.time())
 
     async def stats(self) -> dict[str, Any]:
         """Counts by status and by type, the oldest due task's age, and recent completions and failures."""

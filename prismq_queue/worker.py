@@ -19,11 +19,13 @@ from typing import Any, Callable, Optional, Union
 
 from .backends.base import CANCELLED, LOST, OK
 from .errors import InvalidArgument, PayloadError, QueueError
-from .queue import Queue, _check_type, check_seconds
+from .queue import Queue
+from .records import RoundTrip
 from .retry import RetryPolicy
 from .stop_signals import stop_signals
 from .strategy import Strategy
 from .task import Task
+from .validation import check_seconds, check_type
 
 log = logging.getLogger("prismq_queue.worker")
 
@@ -181,7 +183,7 @@ class Worker:
     def register(self, task_type: str, handler: Optional[Handler] = None, *,
                  retry: Optional[RetryPolicy] = None) -> Any:
         """Run `handler(task)` for tasks of `task_type`; usable as a decorator. `retry` sets the type's policy."""
-        _check_type(task_type)
+        check_type(task_type)
 
         def add(fn: Handler) -> Handler:
             if not callable(fn):
@@ -230,7 +232,7 @@ class Worker:
         while not self._stopping:
             free = self.concurrency - len(self._active) - len(claimed)
             finishes, self._done = self._done, []
-            request = (queue._claim_request(self.worker_id, free, self.strategy, self.lease_seconds)
+            request = (queue.claim_request(self.worker_id, free, self.strategy, self.lease_seconds)
                        if free > 0 else None)
             if request is None and not finishes:
                 self._start_all(claimed)
@@ -239,12 +241,12 @@ class Worker:
                 continue
             # One trip: acknowledge what finished, recover expired leases, claim. While
             # the database thread works on it, this thread runs the last batch's handlers.
-            trip = _start_trip(self._loop, queue._cycle(finishes, request, True))
+            trip = _start_trip(self._loop, queue.round_trip(finishes, request, recover=True))
             self._start_all(claimed)
             try:
                 # Shielded: cancelling run() must not cut the trip loose after the
                 # database committed its claim (the claimed tasks would be stranded).
-                outcomes, claimed, result = await asyncio.shield(trip)
+                result = await asyncio.shield(trip)
             except asyncio.CancelledError:
                 await self._settle(trip, finishes)
                 raise
@@ -257,8 +259,9 @@ class Worker:
                 await self._pause(self.outage_backoff.delay(failures, self._rng))
                 continue
             failures = 0
-            if outcomes is not None:
-                self._count_refused(finishes, outcomes)
+            claimed = result.tasks
+            if result.outcomes is not None:
+                self._count_refused(finishes, result.outcomes)
             if request is not None and len(claimed) == request.limit:
                 continue  # a full batch: more may be waiting, so claim again while it runs
             self._start_all(claimed)
@@ -284,12 +287,12 @@ class Worker:
         if trip.cancelled() or trip.exception() is not None:
             self._done = finishes + self._done
             return
-        outcomes, claimed, _ = trip.result()
-        if outcomes is not None:
-            self._count_refused(finishes, outcomes)
-        self._done.extend(self.queue.release_record(task) for task in claimed)
+        result = trip.result()
+        if result.outcomes is not None:
+            self._count_refused(finishes, result.outcomes)
+        self._done.extend(self.queue.release_record(task) for task in result.tasks)
 
-    def _idle_timeout(self, result: Any) -> float:
+    def _idle_timeout(self, result: RoundTrip) -> float:
         now = time.time()
         timeout = self.poll_interval
         for moment in (result.next_due, result.next_expiry):
@@ -496,7 +499,7 @@ class Worker:
         while self._done:
             finishes, self._done = self._done, []
             try:
-                outcomes, _, _ = await self.queue._cycle(finishes, None, False)
+                outcomes = (await self.queue.round_trip(finishes, None, recover=False)).outcomes
             except QueueError as exc:
                 self._done = finishes + self._done
                 failures += 1

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 from prismq_queue import InvalidArgument, PayloadError, Queue, RetryPolicy, Strategy, TaskStatus, Worker
-from prismq_queue.queue import MAX_NESTING
+from prismq_queue.validation import MAX_NESTING
 
 from helpers import statements_run
 

@@ -154,7 +154,7 @@ async def test_keyed_batches_racing_on_several_connections_agree(pg_location):
 async def test_weighted_random_reports_next_due_when_nothing_is_ready(pg_location):
     async with Queue(pg_location) as q:
         await q.enqueue("t", delay=60)
-        request = q._claim_request("w", 5, Strategy.WEIGHTED_RANDOM, 30)
+        request = q.claim_request("w", 5, Strategy.WEIGHTED_RANDOM, 30)
         result = await q.backend.cycle((), request, True, time.time())
         assert result.claimed == [] and result.next_due > time.time() + 50
 

@@ -59,8 +59,6 @@ class Backend:
     """Base class of the storage backends; every method is one round trip to the database."""
 
     url: str
-    #: enqueues of this process in flight; they wake this process's workers themselves
-    local_writes: int = 0
 
     async def open(self) -> None:
         raise NotImplementedError

@@ -91,6 +91,8 @@ class SQLiteBackend(Backend):
         self._watcher: Optional[ChangeWatcher] = None
         self._checkpointer: Optional[Checkpointer] = None
         self._rng = random.Random()
+        #: inserts of this process in flight (see insert() and the change watcher)
+        self.local_writes = 0
         self._direct_run = 0  # direct calls since the event loop last ran other coroutines
         self._inserts = 0  # inserts committed through this connection (see ChangeWatcher)
 
@@ -252,7 +254,13 @@ class SQLiteBackend(Backend):
     # -- tasks ----------------------------------------------------------
 
     async def insert(self, rows: Sequence[tuple]) -> list[int]:
-        ids = await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
+        # Counted while in flight: the change watcher leaves this process's own
+        # enqueues to the Queue, which wakes its workers itself, at once.
+        self.local_writes += 1
+        try:
+            ids = await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
+        finally:
+            self.local_writes -= 1
         self._inserts += 1
         return ids
 

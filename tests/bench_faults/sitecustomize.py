@@ -37,17 +37,17 @@ def _install(FAULT):
     from prismq_queue.worker import Worker
 
     if FAULT in ("idle_cpu", "slow_ack"):
-        cycle = Queue._cycle
+        cycle = Queue.round_trip  # the Worker's one call per round trip
 
-        async def faulty_cycle(self, finishes, request, recover):
+        async def faulty_cycle(self, finishes, request, **options):
             if FAULT == "slow_ack" and finishes:
                 await asyncio.sleep(0.06)
-            out = await cycle(self, finishes, request, recover)
-            if FAULT == "idle_cpu" and not finishes and not out[1]:
+            out = await cycle(self, finishes, request, **options)
+            if FAULT == "idle_cpu" and not finishes and not out.tasks:
                 _burn(0.02)
             return out
 
-        Queue._cycle = faulty_cycle
+        Queue.round_trip = faulty_cycle
     elif FAULT == "leak":
         start_all = Worker._start_all
 
