@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from . import backends
-from .backends.base import CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETRY, ClaimRequest, CycleResult
 from .errors import DatabaseError, InvalidArgument, LeaseLost, PayloadError, TaskCancelled, TaskNotFound
 from .retry import RetryPolicy
 from .strategy import Strategy
-from .records import RoundTrip
+from .records import (
+    CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETRY, ClaimedRow, ClaimRequest, CycleResult, Finish, NewTask,
+    RoundTrip, TaskRow,
+)
 from .task import Task, TaskStatus
 from .validation import (
     check_int, check_seconds, check_type, encode_checked, encode_json, encoding_problem, error_text, storable_text,
@@ -66,7 +68,7 @@ def _due_time(now: float, delay: Any, run_at: Any) -> float:
     return now + delay
 
 
-def _task_from_claim(row: tuple, lease_until: float, token: int, worker_id: str) -> Task:
+def _task_from_claim(row: ClaimedRow, lease_until: float, token: int, worker_id: str) -> Task:
     tid, ttype, payload, priority, attempts, max_attempts, run_at, created_at, key = row
     return Task(tid, ttype, _decode(payload), priority, _RUNNING, attempts, max_attempts, run_at, created_at,
                 lease_until, token, worker_id, None, None, key)
@@ -80,7 +82,7 @@ def _decode_stored(text: str, task_id: int, what: str) -> Any:
                             f"(more than this interpreter's recursion limit allows)") from None
 
 
-def _task_from_row(row: tuple) -> Task:
+def _task_from_row(row: TaskRow) -> Task:
     (tid, ttype, payload, priority, status, attempts, max_attempts, run_at, created_at,
      lease_until, token, worker_id, result, error, key, finished_at) = row
     return Task(tid, ttype, _decode_stored(payload, tid, "payload"), priority, TaskStatus(status), attempts,
@@ -156,7 +158,7 @@ class Queue:
         # costs a type check, a dict lookup and one JSON encoding.
         _, _, prio, due, _, _, _ = self._new_row(now, "-", None, priority, delay, run_at, max_attempts, None)
         policies, default_max = self._policies, self.retry.max_attempts
-        rows: list[tuple] = []
+        rows: list[NewTask] = []
         append = rows.append
         try:
             for item in items:
@@ -186,7 +188,7 @@ class Queue:
             return []
         return await self._insert(rows)
 
-    async def _insert(self, rows: list[tuple]) -> list[int]:
+    async def _insert(self, rows: list[NewTask]) -> list[int]:
         try:
             return await self._backend.insert(rows)
         finally:
@@ -209,7 +211,7 @@ class Queue:
         raise InvalidArgument(f"each task must be (type, payload), (type, payload, options) or a dict, got {item!r}")
 
     def _new_row(self, now: float, task_type: Any, payload: Any, priority: Any, delay: Any, run_at: Any,
-                 max_attempts: Any, idempotency_key: Any) -> tuple:
+                 max_attempts: Any, idempotency_key: Any) -> NewTask:
         check_type(task_type)
         check_int("priority", priority)
         if max_attempts is None:
@@ -260,7 +262,7 @@ class Queue:
         return ClaimRequest(worker_id, limit, strategy.value, time.time() + lease_seconds,
                             _token_bits(62))
 
-    async def round_trip(self, finishes: Sequence[tuple], request: Optional[ClaimRequest], *,
+    async def round_trip(self, finishes: Sequence[Finish], request: Optional[ClaimRequest], *,
                          recover: bool = True) -> RoundTrip:
         """Acknowledge, recover, claim: one transaction, one trip to the database.
 
@@ -280,11 +282,11 @@ class Queue:
         lease_until, token, worker_id = request.lease_until, request.token, request.worker_id
         return [_task_from_claim(row, lease_until, token, worker_id) for row in result.claimed]
 
-    def complete_record(self, task: Task, result: Any) -> tuple:
+    def complete_record(self, task: Task, result: Any) -> Finish:
         """The finish record that completes `task` with `result`."""
         return (COMPLETE, task.id, task.token, encode_json(result, "result"), time.time())
 
-    def fail_record(self, task: Task, error: Any, retry: bool = True) -> tuple:
+    def fail_record(self, task: Task, error: Any, retry: bool = True) -> Finish:
         """The finish record for a failed attempt: a retry after backoff, or the dead letter."""
         text = error_text(error)
         now = time.time()
@@ -294,7 +296,7 @@ class Queue:
         return (FAIL, task.id, task.token, text, now)
 
     @staticmethod
-    def release_record(task: Task) -> tuple:
+    def release_record(task: Task) -> Finish:
         """The finish record that hands an unfinished task back, its attempt not counted."""
         return (RELEASE, task.id, task.token, None, time.time())
 
@@ -308,8 +310,9 @@ class Queue:
         """Record a failed attempt; returns QUEUED when it will be retried, FAILED when it is dead."""
         record = self.fail_record(self._check_task(task), error, retry)
         await self._finish_one(task, record)
-        task.status = TaskStatus.QUEUED if record[0] == RETRY else TaskStatus.FAILED
-        task.error, task.lease_until = record[3], None
+        kind, _, _, text, _ = record
+        task.status = TaskStatus.QUEUED if kind == RETRY else TaskStatus.FAILED
+        task.error, task.lease_until = text, None
         return task.status
 
     async def release(self, task: Task) -> None:
@@ -341,7 +344,7 @@ class Queue:
             raise InvalidArgument(f"expected a Task returned by claim(), got {task!r}")
         return task
 
-    async def _finish_one(self, task: Task, record: tuple) -> None:
+    async def _finish_one(self, task: Task, record: Finish) -> None:
         result = await self._backend.cycle((record,), None, False, time.time())
         raise_for_outcome(task, OK if result.outcomes is None else result.outcomes[0])
 

@@ -13,10 +13,8 @@ import random
 from collections import Counter
 from typing import Any, Callable, Optional, Sequence
 
-from .backends.base import CLAIMED_ROW
-
 # Positions in a claimed row, as every backend returns it.
-_ID, _PRIORITY, _RUN_AT = CLAIMED_ROW.index("id"), CLAIMED_ROW.index("priority"), CLAIMED_ROW.index("run_at")
+from .records import C_ID as _ID, C_PRIORITY as _PRIORITY, C_RUN_AT as _RUN_AT
 
 MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority levels
 # WEIGHTED_RANDOM's search for the levels that hold due tasks (see LevelSearch):

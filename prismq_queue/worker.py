@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Callable, Optional, Union
 
-from .backends.base import CANCELLED, LOST, OK
 from .errors import InvalidArgument, PayloadError, QueueError
 from .queue import Queue
-from .records import RoundTrip
+from .records import CANCELLED, COMPLETE, F_KIND, FAIL, LOST, OK, RETRY, Finish, RoundTrip
 from .retry import RetryPolicy
 from .stop_signals import stop_signals
 from .strategy import Strategy
@@ -163,7 +162,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._handlers: dict[str, tuple[Handler, bool]] = {}
         self._active: dict[int, tuple[Task, Optional[asyncio.Task]]] = {}
-        self._done: list[tuple] = []  # finish records waiting for the next round trip
+        self._done: list[Finish] = []  # finish records waiting for the next round trip
         self._interrupted: dict[int, str] = {}  # running tasks the worker cancelled, and why
         self._stopping = False  # set by stop(), even before run(): a stop is never forgotten
         self._wake_future: Optional[asyncio.Future] = None
@@ -277,7 +276,7 @@ class Worker:
         for task in claimed:  # stopping: hand back what never started
             self._done.append(queue.release_record(task))
 
-    async def _settle(self, trip: asyncio.Future, finishes: list[tuple]) -> None:
+    async def _settle(self, trip: asyncio.Future, finishes: list[Finish]) -> None:
         """run() was cancelled during a round trip: let the trip end, then hand back what it claimed."""
         while not trip.done():
             try:
@@ -400,13 +399,13 @@ class Worker:
             self._interrupted.pop(task.id, None)
             if record is not None:
                 self._done.append(record)
-                self._count(record[0])
+                self._count(record[F_KIND])
             wake = self._wake_future  # self._wake(), inline: once per task
             if wake is not None and not wake.done():
                 wake.set_result(None)
 
     def _interrupted_record(self, task: Task, exc: BaseException,
-                            thread: Optional[concurrent.futures.Future]) -> Optional[tuple]:
+                            thread: Optional[concurrent.futures.Future]) -> Optional[Finish]:
         """The record for a handler that ended in CancelledError: a failure unless somebody cancelled it."""
         queue = self.queue
         reason = self._interrupted.get(task.id)
@@ -441,18 +440,18 @@ class Worker:
         return self._executor
 
     def _count(self, kind: str) -> None:
-        if kind == "complete":
+        if kind == COMPLETE:
             self.completed += 1
-        elif kind == "retry":
+        elif kind == RETRY:
             self.retried += 1
-        elif kind == "fail":
+        elif kind == FAIL:
             self.failed += 1
 
-    def _count_refused(self, finishes: list[tuple], outcomes: list[str]) -> None:
-        for record, outcome in zip(finishes, outcomes):
+    def _count_refused(self, finishes: list[Finish], outcomes: list[str]) -> None:
+        for (kind, task_id, _, _, _), outcome in zip(finishes, outcomes):
             if outcome != OK:
                 self.refused += 1
-                log.warning("worker %s: %s of task %s refused (%s)", self.worker_id, record[0], record[1], outcome)
+                log.warning("worker %s: %s of task %s refused (%s)", self.worker_id, kind, task_id, outcome)
 
     # -- leases and shutdown ---------------------------------------------------
 

@@ -2,57 +2,21 @@
 
 The queue logic (validation, JSON, retry decisions, fencing outcomes, the
 worker) lives in Queue and Worker and is written once. A backend only moves
-rows: it receives values ready to store and returns tuples in the column
-orders named below.
+rows: it receives values ready to store and returns tuples in the orders that
+prismq_queue/records.py names (NewTask, ClaimedRow, TaskRow, Finish).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from ..errors import InvalidArgument
 
-# Row layouts shared by every backend.
-#: insert(): one new task.
-NEW_ROW = ("type", "payload", "priority", "run_at", "max_attempts", "created_at", "idempotency_key")
-#: claim results.
-CLAIMED_ROW = ("id", "type", "payload", "priority", "attempts", "max_attempts", "run_at", "created_at", "idempotency_key")
-#: get() / list_tasks() results.
-TASK_ROW = (
-    "id", "type", "payload", "priority", "status", "attempts", "max_attempts", "run_at", "created_at",
-    "lease_until", "token", "worker_id", "result", "error", "idempotency_key", "finished_at",
+# The records a backend receives and returns, re-exported for the backends.
+from ..records import (  # noqa: F401
+    CANCELLED, COMPLETE, FAIL, FINAL_STATUS, LOST, MISSING, OK, RELEASE, RETRY, BackendStats, ClaimRequest,
+    CycleResult, Finish, NewTask, TaskRow,
 )
-
-# Kinds of finish record: (kind, id, token, value, when).
-#   complete: value = result JSON, when = finished_at
-#   retry:    value = error text,  when = new run_at
-#   fail:     value = error text,  when = finished_at
-#   release:  value = None,        when = new run_at (attempt not counted)
-COMPLETE, RETRY, FAIL, RELEASE = "complete", "retry", "fail", "release"
-
-# Outcomes of a finish record.
-OK, CANCELLED, LOST, MISSING = "ok", "cancelled", "lost", "missing"
-
-
-@dataclass
-class ClaimRequest:
-    worker_id: str
-    limit: int
-    strategy: str
-    lease_until: float
-    token: int
-
-
-@dataclass
-class CycleResult:
-    """What one round trip did: outcome per finish record, claimed rows, recovered count."""
-
-    outcomes: Optional[list[str]] = None  # None: every record was applied
-    claimed: list[tuple] = field(default_factory=list)
-    recovered: int = 0
-    next_due: Optional[float] = None  # earliest run_at of a queued task, when the claim came up short
-    next_expiry: Optional[float] = None  # earliest lease end of a running task, idem
 
 
 class Backend:
@@ -66,11 +30,11 @@ class Backend:
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def insert(self, rows: Sequence[tuple]) -> list[int]:
-        """Insert NEW_ROW tuples in one transaction; return ids (an existing id for a live idempotency key)."""
+    async def insert(self, rows: Sequence[NewTask]) -> list[int]:
+        """Insert NewTask rows in one transaction; return ids (an existing id for a live idempotency key)."""
         raise NotImplementedError
 
-    async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool, now: float) -> CycleResult:
+    async def cycle(self, finishes: Sequence[Finish], claim: Optional[ClaimRequest], recover: bool, now: float) -> CycleResult:
         """Apply finish records, recover expired leases, then claim: one transaction, one trip."""
         raise NotImplementedError
 
@@ -78,17 +42,17 @@ class Backend:
         """Extend the (id, token) leases; return an outcome per lease."""
         raise NotImplementedError
 
-    async def get(self, task_id: int) -> Optional[tuple]:
+    async def get(self, task_id: int) -> Optional[TaskRow]:
         raise NotImplementedError
 
-    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
+    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[TaskRow]:
         raise NotImplementedError
 
     async def cancel(self, task_id: int, now: float) -> bool:
         raise NotImplementedError
 
-    async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
-        """Return {"counts": [(type, status, n)], "oldest_due": float|None, "recent": {window: {status: n}}}."""
+    async def stats(self, now: float, windows: Sequence[float]) -> BackendStats:
+        """Counts by type and status, the oldest due task's run_at, and per window the tasks finished within it."""
         raise NotImplementedError
 
     async def purge(self, before: float) -> int:
@@ -113,10 +77,6 @@ class Backend:
     def disarm(self, wake: Callable[[], None]) -> None:
         """Stop calling `wake`."""
         raise NotImplementedError
-
-
-#: the status each kind of finish record leaves a task in
-FINAL_STATUS = {COMPLETE: "completed", RETRY: "queued", FAIL: "failed", RELEASE: "queued"}
 
 
 def fence_outcome(row: Optional[tuple], token: Optional[int], wanted_status: Optional[str]) -> str:

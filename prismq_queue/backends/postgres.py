@@ -37,10 +37,11 @@ from .. import sql
 from ..errors import (
     DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError, UnsupportedOperation,
 )
+from ..records import N_IDEMPOTENCY_KEY
 from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY,
-    Backend, ClaimRequest, CycleResult, check_durability, fence_outcome,
+    Backend, BackendStats, ClaimRequest, CycleResult, Finish, NewTask, TaskRow, check_durability, fence_outcome,
 )
 
 log = logging.getLogger("prismq_queue.postgres")
@@ -340,9 +341,9 @@ class PostgresBackend(Backend):
 
     # -- tasks ----------------------------------------------------------
 
-    async def insert(self, rows: Sequence[tuple]) -> list[int]:
+    async def insert(self, rows: Sequence[NewTask]) -> list[int]:
         columns = [list(c) for c in zip(*rows)]
-        if any(key is not None for key in columns[6]):
+        if any(key is not None for key in columns[N_IDEMPOTENCY_KEY]):
             return await self._run(self._insert_keyed, rows)
         return await self._run(self._insert_plain, columns)
 
@@ -352,13 +353,13 @@ class PostgresBackend(Backend):
         records = await conn.fetch(self._q["insert_tasks"], *columns)
         return sorted(r[0] for r in records)
 
-    async def _insert_keyed(self, conn: "asyncpg.Connection", rows: Sequence[tuple]) -> list[int]:
+    async def _insert_keyed(self, conn: "asyncpg.Connection", rows: Sequence[NewTask]) -> list[int]:
         if len(rows) == 1:  # one row: one statement is all or nothing by itself
             return await self._insert_keyed_rows(conn, rows)
         async with conn.transaction():
             return await self._insert_keyed_rows(conn, rows)
 
-    async def _insert_keyed_rows(self, conn: "asyncpg.Connection", rows: Sequence[tuple]) -> list[int]:
+    async def _insert_keyed_rows(self, conn: "asyncpg.Connection", rows: Sequence[NewTask]) -> list[int]:
         ids: list[Optional[int]] = [None] * len(rows)
         pending = list(range(len(rows)))
         for _ in range(10):
@@ -370,7 +371,7 @@ class PostgresBackend(Backend):
             live = {r[1]: r[0] for r in records if not r[2]}
             retry, j = [], 0
             for i in pending:
-                key = rows[i][6]
+                key = rows[i][N_IDEMPOTENCY_KEY]
                 if j < len(inserted) and inserted[j][1] == key:
                     ids[i] = inserted[j][0]
                     j += 1
@@ -385,7 +386,7 @@ class PostgresBackend(Backend):
             pending = retry
         raise QueueBusy(f"{self.url}: idempotency keys kept changing hands; try again")
 
-    async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
+    async def cycle(self, finishes: Sequence[Finish], claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
         claiming = claim is not None and claim.limit > 0
         if claiming:
@@ -394,7 +395,7 @@ class PostgresBackend(Backend):
             self._seen = self._notifications
         return await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
 
-    async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[tuple], claim: Optional[ClaimRequest],
+    async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[Finish], claim: Optional[ClaimRequest],
                      recover: bool, now: float) -> CycleResult:
         if claim is not None and claim.strategy == "weighted_random":
             async with conn.transaction():
@@ -423,7 +424,7 @@ class PostgresBackend(Backend):
                 result.next_due, result.next_expiry = times
         return result
 
-    async def _statement(self, conn: "asyncpg.Connection", strategy: str, finishes: Sequence[tuple],
+    async def _statement(self, conn: "asyncpg.Connection", strategy: str, finishes: Sequence[Finish],
                          claim: Optional[ClaimRequest], recover: bool,
                          now: float) -> tuple[CycleResult, tuple[Optional[float], Optional[float]]]:
         """Run the cycle statement once; returns its result and (next due, next lease end)."""
@@ -447,7 +448,8 @@ class PostgresBackend(Backend):
         first = records[0]
         result = CycleResult(recovered=first[CLAIMED_COLUMNS + 1])
         if first[CLAIMED_COLUMNS] != len(finishes):
-            result.outcomes = await self._fence_outcomes(conn, [(r[1], r[2], FINAL_STATUS[r[0]]) for r in finishes])
+            result.outcomes = await self._fence_outcomes(
+                conn, [(task_id, token, FINAL_STATUS[kind]) for kind, task_id, token, _, _ in finishes])
         result.claimed = [tuple(rec)[:CLAIMED_COLUMNS] for rec in records if rec[0] is not None]
         return result, (first[CLAIMED_COLUMNS + 2], first[CLAIMED_COLUMNS + 3])
 
@@ -492,14 +494,14 @@ class PostgresBackend(Backend):
         why = iter(await self._fence_outcomes(conn, refused))
         return [OK if i in done else next(why) for i, _ in leases]
 
-    async def get(self, task_id: int) -> Optional[tuple]:
+    async def get(self, task_id: int) -> Optional[TaskRow]:
         async def op(conn):
             row = await conn.fetchrow(self._q["get_task"], task_id)
             return None if row is None else tuple(row)
 
         return await self._run(op)
 
-    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
+    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[TaskRow]:
         async def op(conn):
             # As SQLite's LIMIT, a negative limit means no limit (LIMIT NULL).
             return [tuple(r) for r in await conn.fetch(self._q["list_tasks"], status, type_,
@@ -513,7 +515,7 @@ class PostgresBackend(Backend):
 
         return await self._run(op)
 
-    async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
+    async def stats(self, now: float, windows: Sequence[float]) -> BackendStats:
         async def op(conn):
             # One snapshot for all the counts.
             async with conn.transaction(isolation="repeatable_read", readonly=True):

@@ -20,10 +20,11 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
+from ..records import F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD
 from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
-    COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, ClaimRequest, CycleResult,
-    check_durability, fence_outcome,
+    COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, BackendStats, ClaimRequest, CycleResult,
+    Finish, NewTask, TaskRow, check_durability, fence_outcome,
 )
 from .sqlite_bridge import SQLiteBridge
 from .sqlite_checkpointer import WAL_SIZE_LIMIT, Checkpointer
@@ -253,22 +254,23 @@ class SQLiteBackend(Backend):
 
     # -- tasks ----------------------------------------------------------
 
-    async def insert(self, rows: Sequence[tuple]) -> list[int]:
+    async def insert(self, rows: Sequence[NewTask]) -> list[int]:
         # Counted while in flight: the change watcher leaves this process's own
         # enqueues to the Queue, which wakes its workers itself, at once.
         self.local_writes += 1
         try:
-            ids = await self._write(self._insert, rows, short=len(rows) == 1 and len(rows[0][1]) <= SHORT_TEXT)
+            ids = await self._write(self._insert, rows,
+                                    short=len(rows) == 1 and len(rows[0][N_PAYLOAD]) <= SHORT_TEXT)
         finally:
             self.local_writes -= 1
         self._inserts += 1
         return ids
 
     @staticmethod
-    def _insert(c: sqlite3.Connection, rows: Sequence[tuple]) -> list[int]:
+    def _insert(c: sqlite3.Connection, rows: Sequence[NewTask]) -> list[int]:
         top, floor = c.execute(Q["id_range"]).fetchone()
         first = max(top, floor) + 1  # above every id ever given, purged ones included
-        if all(row[6] is None for row in rows):
+        if all(row[N_IDEMPOTENCY_KEY] is None for row in rows):
             # Without keys nothing can conflict: one executemany, and the ids are
             # first .. first+n-1 (each row takes the largest id plus one, and we
             # hold the write lock). Checked, because ids are what callers keep.
@@ -289,17 +291,17 @@ class SQLiteBackend(Backend):
                 ids.append(next_id)
                 next_id += 1
             else:  # a live task holds this idempotency key
-                ids.append(c.execute(Q["id_by_key"], (row[6],)).fetchone()[0])
+                ids.append(c.execute(Q["id_by_key"], (row[N_IDEMPOTENCY_KEY],)).fetchone()[0])
         return ids
 
-    async def cycle(self, finishes: Sequence[tuple], claim: Optional[ClaimRequest], recover: bool,
+    async def cycle(self, finishes: Sequence[Finish], claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
         short = (len(finishes) <= 1 and (claim is None or claim.limit <= SHORT_CLAIM)
-                 and all(len(f[3] or "") <= SHORT_TEXT for f in finishes)
+                 and all(len(f[F_VALUE] or "") <= SHORT_TEXT for f in finishes)
                  and (partial(self._no_expired_lease, now) if recover else True))
         return await self._write(self._cycle, finishes, claim, recover, now, short=short)
 
-    def _cycle(self, c: sqlite3.Connection, finishes: Sequence[tuple], claim: Optional[ClaimRequest],
+    def _cycle(self, c: sqlite3.Connection, finishes: Sequence[Finish], claim: Optional[ClaimRequest],
                recover: bool, now: float) -> CycleResult:
         result = CycleResult()
         if finishes:
@@ -315,7 +317,7 @@ class SQLiteBackend(Backend):
         return result
 
     @staticmethod
-    def _finish(c: sqlite3.Connection, finishes: Sequence[tuple]) -> Optional[list[str]]:
+    def _finish(c: sqlite3.Connection, finishes: Sequence[Finish]) -> Optional[list[str]]:
         by_kind: dict[str, list[tuple]] = {}
         for kind, task_id, token, value, when in finishes:
             if kind == RELEASE:
@@ -404,17 +406,17 @@ class SQLiteBackend(Backend):
                 outcomes.append(fence_outcome(c.execute(Q["fence_state"], (task_id,)).fetchone(), token, None))
         return outcomes
 
-    async def get(self, task_id: int) -> Optional[tuple]:
+    async def get(self, task_id: int) -> Optional[TaskRow]:
         return await self._call(lambda: self._raw.execute(Q["get_task"], (task_id,)).fetchone(), short=True)
 
-    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[tuple]:
+    async def list_tasks(self, status: Optional[str], type_: Optional[str], limit: int) -> list[TaskRow]:
         params = {"status": status, "type": type_, "limit": limit}
         return await self._call(lambda: self._raw.execute(Q["list_tasks"], params).fetchall())
 
     async def cancel(self, task_id: int, now: float) -> bool:
         return await self._write(lambda c: c.execute(Q["cancel"], (now, task_id)).rowcount > 0, short=True)
 
-    async def stats(self, now: float, windows: Sequence[float]) -> dict[str, Any]:
+    async def stats(self, now: float, windows: Sequence[float]) -> BackendStats:
         return await self._call(self._transaction_read, self._stats, now, windows)
 
     def _transaction_read(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -427,7 +429,7 @@ class SQLiteBackend(Backend):
             c.execute("COMMIT")
 
     @staticmethod
-    def _stats(c: sqlite3.Connection, now: float, windows: Sequence[float]) -> dict[str, Any]:
+    def _stats(c: sqlite3.Connection, now: float, windows: Sequence[float]) -> BackendStats:
         cutoffs = {f"w{i + 1}": now - w for i, w in enumerate(windows)}
         counts: list[tuple] = []
         recent: dict[float, dict[str, int]] = {w: {} for w in windows}
