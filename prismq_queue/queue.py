@@ -231,7 +231,7 @@ class Queue:
                     lease_seconds: float = 30.0) -> list[Task]:
         """Lease up to `limit` due tasks to `worker_id`, in the strategy's order."""
         request = self.claim_request(worker_id, limit, strategy, lease_seconds)
-        result = await self._backend.cycle((), request, True, time.time())
+        result = await self._backend.cycle((), claim=request, recover=True, now=time.time())
         return self._tasks(result, request)
 
     # -- the worker's seam ----------------------------------------------------
@@ -273,7 +273,7 @@ class Queue:
         Raises the package's QueueError subclasses when the database fails; the same
         records may then be sent again (one that was applied reads back as "ok").
         """
-        result = await self._backend.cycle(finishes, request, recover, time.time())
+        result = await self._backend.cycle(finishes, claim=request, recover=recover, now=time.time())
         tasks = self._tasks(result, request) if request is not None and result.claimed else []
         return RoundTrip(result.outcomes, tasks, result.recovered, result.next_due, result.next_expiry)
 
@@ -345,7 +345,7 @@ class Queue:
         return task
 
     async def _finish_one(self, task: Task, record: Finish) -> None:
-        result = await self._backend.cycle((record,), None, False, time.time())
+        result = await self._backend.cycle((record,), claim=None, recover=False, now=time.time())
         raise_for_outcome(task, OK if result.outcomes is None else result.outcomes[0])
 
     # -- reading and managing -----------------------------------------------
@@ -394,7 +394,7 @@ class Queue:
 
     async def recover(self) -> int:
         """Requeue (or dead-letter) tasks whose leases expired; returns how many."""
-        return (await self._backend.cycle((), None, True, time.time())).recovered
+        return (await self._backend.cycle((), claim=None, recover=True, now=time.time())).recovered
 
     async def purge(self, older_than: float) -> int:
         """Delete finished tasks that finished more than `older_than` seconds ago; returns how many."""
@@ -416,7 +416,11 @@ class Queue:
     async def backup(self, dest: Union[str, "os.PathLike[str]"]) -> None:
         """Copy a live SQLite queue to the file `dest` (SQLite's online backup API).
         On PostgreSQL: UnsupportedOperation (use pg_dump)."""
-        await self._backend.backup(os.fspath(dest))
+        try:
+            path = os.fspath(dest)
+        except TypeError:
+            raise InvalidArgument(f"backup destination must be a path, got {dest!r}") from None
+        await self._backend.backup(path)
 
     async def integrity_check(self) -> list[str]:
         """['ok'] when the database is sound, else the problems found: SQLite's integrity check of

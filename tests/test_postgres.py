@@ -155,7 +155,7 @@ async def test_weighted_random_reports_next_due_when_nothing_is_ready(pg_locatio
     async with Queue(pg_location) as q:
         await q.enqueue("t", delay=60)
         request = q.claim_request("w", 5, Strategy.WEIGHTED_RANDOM, 30)
-        result = await q.backend.cycle((), request, True, time.time())
+        result = await q.backend.cycle((), claim=request, recover=True, now=time.time())
         assert result.claimed == [] and result.next_due > time.time() + 50
 
 

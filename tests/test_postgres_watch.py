@@ -28,9 +28,9 @@ class _Idle:
         backend = self.queue.backend
         cycle = backend.cycle
 
-        async def counting(*args):
+        async def counting(*args, **kwargs):
             self.cycles += 1
-            return await cycle(*args)
+            return await cycle(*args, **kwargs)
 
         backend.cycle = counting
         self.worker = Worker(self.queue, concurrency=self.concurrency, poll_interval=30, handle_signals=False)

@@ -36,7 +36,7 @@ async def test_claimed_and_task_rows_are_in_the_named_order(queue):
     before = time.time()
     tid = await queue.enqueue("t", {"a": 1}, priority=7, max_attempts=3, idempotency_key="key-1", delay=0.5)
     request = ClaimRequest("w", 1, "priority", time.time() + 60, 99)
-    result = await queue.backend.cycle((), request, True, time.time() + 1)
+    result = await queue.backend.cycle((), claim=request, recover=True, now=time.time() + 1)
     (row,) = result.claimed
     claimed = dict(zip(CLAIMED_FIELDS, row))
     assert claimed.pop("created_at") >= before and claimed.pop("run_at") >= before + 0.5

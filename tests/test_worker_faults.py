@@ -26,12 +26,12 @@ def failing_cycle(queue, fails, error=DatabaseError, when=lambda finishes, claim
     real = queue.backend.cycle
     calls = {"failed": 0, "all": 0}
 
-    async def cycle(finishes, claim, recover, now):
+    async def cycle(finishes, *, claim, recover, now):
         calls["all"] += 1
         if calls["failed"] < fails and when(finishes, claim, recover):
             calls["failed"] += 1
             raise error("simulated outage")
-        return await real(finishes, claim, recover, now)
+        return await real(finishes, claim=claim, recover=recover, now=now)
 
     queue.backend.cycle = cycle
     return calls
@@ -63,14 +63,14 @@ async def test_outage_backoff_really_waits_and_held_completions_are_written(queu
     outage = {"until": None, "calls": 0}
     real = queue.backend.cycle
 
-    async def cycle(finishes, claim, recover, now):
+    async def cycle(finishes, *, claim, recover, now):
         # The first trip claims; from the second on (holding completions), 1.5 s of outage.
         if outage["until"] is None and finishes:
             outage["until"] = time.monotonic() + 1.5
         if outage["until"] is not None and time.monotonic() < outage["until"]:
             outage["calls"] += 1
             raise DatabaseError("simulated outage")
-        return await real(finishes, claim, recover, now)
+        return await real(finishes, claim=claim, recover=recover, now=now)
 
     queue.backend.cycle = cycle
     worker = Worker(queue, concurrency=50)
@@ -348,8 +348,8 @@ async def test_cancelling_run_during_a_trip_never_strands_the_claimed_batch(queu
     real = queue.backend.cycle
     committed, proceed = asyncio.Event(), asyncio.Event()
 
-    async def cycle(finishes, claim, recover, now):
-        result = await real(finishes, claim, recover, now)
+    async def cycle(finishes, *, claim, recover, now):
+        result = await real(finishes, claim=claim, recover=recover, now=now)
         if result.claimed and not committed.is_set():
             committed.set()  # the claim is committed; its answer is still on its way back
             await proceed.wait()

@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
 
 from .. import sql
 from ..errors import (
-    DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError, UnsupportedOperation,
+    DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError,
 )
 from ..records import N_IDEMPOTENCY_KEY
 from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
@@ -386,7 +386,7 @@ class PostgresBackend(Backend):
             pending = retry
         raise QueueBusy(f"{self.url}: idempotency keys kept changing hands; try again")
 
-    async def cycle(self, finishes: Sequence[Finish], claim: Optional[ClaimRequest], recover: bool,
+    async def cycle(self, finishes: Sequence[Finish], *, claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
         claiming = claim is not None and claim.limit > 0
         if claiming:
@@ -537,10 +537,6 @@ class PostgresBackend(Backend):
 
     # -- maintenance ----------------------------------------------------
 
-    async def checkpoint(self, mode: str = "TRUNCATE") -> tuple:
-        raise UnsupportedOperation("checkpoint() copies SQLite's write-ahead log into its file; PostgreSQL runs "
-                                   "its own checkpoints, so there is nothing to do on a PostgreSQL queue")
-
     async def vacuum(self) -> None:
         """VACUUM (ANALYZE) the task table: marks the space of purged rows for reuse."""
         async def op(conn):
@@ -548,10 +544,16 @@ class PostgresBackend(Backend):
 
         await self._run(op)
 
-    async def backup(self, dest: str) -> None:
-        raise UnsupportedOperation(
-            f"backup() copies a SQLite file; back up a PostgreSQL queue with the server's tools, e.g. "
-            f"pg_dump --schema={self.schema} (or your server's base backups / point-in-time recovery)")
+    # checkpoint() and backup() are SQLite's (see Backend.supports): they raise
+    # UnsupportedOperation here, with what to do instead.
+    def unsupported(self, operation: str) -> str:
+        if operation == "checkpoint":
+            return ("checkpoint() copies SQLite's write-ahead log into its file; PostgreSQL runs "
+                    "its own checkpoints, so there is nothing to do on a PostgreSQL queue")
+        if operation == "backup":
+            return (f"backup() copies a SQLite file; back up a PostgreSQL queue with the server's tools, e.g. "
+                    f"pg_dump --schema={self.schema} (or your server's base backups / point-in-time recovery)")
+        return super().unsupported(operation)
 
     async def integrity_check(self) -> list[str]:
         """Checks the schema version, the table's indexes and that each row's fields agree with its status."""

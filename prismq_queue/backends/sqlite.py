@@ -294,7 +294,7 @@ class SQLiteBackend(Backend):
                 ids.append(c.execute(Q["id_by_key"], (row[N_IDEMPOTENCY_KEY],)).fetchone()[0])
         return ids
 
-    async def cycle(self, finishes: Sequence[Finish], claim: Optional[ClaimRequest], recover: bool,
+    async def cycle(self, finishes: Sequence[Finish], *, claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
         short = (len(finishes) <= 1 and (claim is None or claim.limit <= SHORT_CLAIM)
                  and all(len(f[F_VALUE] or "") <= SHORT_TEXT for f in finishes)
