@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from prismq_queue import Queue
-from prismq_queue.sql import load
+from prismq_queue.sql import schema
 
 
 def cli(*args):
@@ -78,7 +78,7 @@ def test_enqueue_still_creates_a_new_file(tmp_path):
 def _old_file(path):
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode = WAL")
-    for statement in load("sqlite")["schema_1"].split(";\n"):
+    for statement in schema("sqlite").migrations[1].split(";\n"):
         if statement.strip():
             conn.execute(statement)
     conn.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, created_at) "

@@ -46,8 +46,8 @@ from .base import (
 
 log = logging.getLogger("prismq_queue.postgres")
 
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_1"}
+SCHEMA = sql.schema("postgres")
+SCHEMA_VERSION = SCHEMA.version
 DEFAULT_SCHEMA = "prismq"
 SCHEMES = ("postgresql", "postgres")
 # A schema name: a plain identifier, short enough that "prismq_<schema>" is a
@@ -276,9 +276,14 @@ class PostgresBackend(Backend):
             version = await self._read_version(conn)  # again, under the lock: another process may have migrated
             if version > SCHEMA_VERSION:
                 raise self._too_new(version)
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                await conn.execute(self._q[MIGRATIONS[target]])
+            for target, script in SCHEMA.plan(version):  # (see prismq_queue/sql)
+                await conn.execute(self._fill(script))  # a script of many statements, sent at once
                 await conn.execute(self._q["set_version"], target)
+
+    def _fill(self, script: str) -> str:
+        """A schema script with this queue's schema and channel names put in (as __init__ does for statements)."""
+        return (script.replace("{schema}", _quote_ident(self.schema))
+                .replace("{channel}", _quote_literal(self.channel)))
 
     # -- running statements ---------------------------------------------
 

@@ -31,8 +31,8 @@ from .sqlite_checkpointer import WAL_SIZE_LIMIT, Checkpointer
 from .sqlite_watcher import ChangeWatcher
 
 Q = sql.load("sqlite")
-SCHEMA_VERSION = 5
-MIGRATIONS = {1: Q["schema_1"], 2: Q["schema_2"], 3: Q["schema_3"], 4: Q["schema_4"], 5: Q["schema_5"]}
+SCHEMA = sql.schema("sqlite")
+SCHEMA_VERSION = SCHEMA.version
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}
 FINISH_SQL = {COMPLETE: Q["complete"], RETRY: Q["retry"], FAIL: Q["fail"], RELEASE: Q["release"]}
@@ -53,6 +53,19 @@ SHORT_RUN = 16
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+def split_script(script: str) -> list[str]:
+    """The statements of a script, one per execute(): sqlite3's executescript would commit first."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"unfinished SQL statement: {pending.strip()[:80]!r}")
+    return statements
 
 
 def check_location(path: str) -> None:
@@ -139,7 +152,7 @@ class SQLiteBackend(Backend):
         c = self._raw
         # Read the version before anything can write to the file: a file from a
         # newer prismq_queue, or one that is not a database, is left untouched.
-        version = self._user_version(c)
+        version = self._read_version(c)
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(
                 f"{self.path!r} has schema version {version}, newer than this prismq_queue "
@@ -155,18 +168,18 @@ class SQLiteBackend(Backend):
             self._transaction(self._migrate)
 
     @staticmethod
-    def _user_version(c: sqlite3.Connection) -> int:
-        return c.execute("PRAGMA user_version").fetchone()[0]
+    def _read_version(c: sqlite3.Connection) -> int:
+        return c.execute(Q["read_version"]).fetchone()[0]
 
     def _migrate(self, c: sqlite3.Connection) -> None:
-        version = self._user_version(c)  # again, under the write lock: another process may have migrated
+        """Bring the file to SCHEMA_VERSION (see prismq_queue/sql): all steps in one transaction."""
+        version = self._read_version(c)  # again, under the write lock: another process may have migrated
         if version > SCHEMA_VERSION:
             raise SchemaVersionError(f"{self.path!r} has schema version {version}, newer than {SCHEMA_VERSION}")
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[target].split(";\n"):
-                if statement.strip():
-                    c.execute(statement)
-            c.execute(f"PRAGMA user_version = {target}")
+        for target, script in SCHEMA.plan(version):
+            for statement in split_script(script):
+                c.execute(statement)
+            c.execute(Q["set_version"].format(version=target))
 
     async def _call(self, fn: Callable[..., Any], *args: Any, short: Any = False) -> Any:
         """Run fn(*args), retrying while other writers hold the lock.

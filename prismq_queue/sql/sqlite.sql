@@ -3,41 +3,18 @@
 --
 -- Times are REAL seconds since the epoch, compared as numbers. Every query that
 -- looks for ready work repeats "status = 'queued'" literally, so that SQLite
--- can use the partial indexes below: a claim then costs an index lookup,
--- however many finished rows the table holds.
+-- can use the partial indexes of sqlite/schema.sql: a claim then costs an index
+-- lookup, however many finished rows the table holds. The schema and its
+-- migration steps live in sqlite/.
 
--- name: schema_1
-CREATE TABLE prismq_tasks (
-    id              INTEGER PRIMARY KEY,
-    type            TEXT    NOT NULL,
-    payload         TEXT    NOT NULL,
-    priority        INTEGER NOT NULL,
-    status          TEXT    NOT NULL,
-    run_at          REAL    NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    max_attempts    INTEGER NOT NULL,
-    created_at      REAL    NOT NULL,
-    lease_until     REAL,
-    token           INTEGER,
-    worker_id       TEXT,
-    result          TEXT,
-    error           TEXT,
-    idempotency_key TEXT,
-    started_at      REAL,
-    finished_at     REAL
-);
--- FIFO and LIFO walk ready tasks by due time; also gives the next due time.
-CREATE INDEX prismq_ready_due ON prismq_tasks (run_at, id) WHERE status = 'queued';
--- PRIORITY and WEIGHTED_RANDOM walk ready tasks by priority, then due time.
-CREATE INDEX prismq_ready_priority ON prismq_tasks (priority, run_at, id) WHERE status = 'queued';
--- Lease recovery finds expired leases without looking at other rows.
-CREATE INDEX prismq_leases ON prismq_tasks (lease_until) WHERE status = 'running';
--- One unfinished task per idempotency key; the index itself settles races.
-CREATE UNIQUE INDEX prismq_idempotency ON prismq_tasks (idempotency_key)
-    WHERE idempotency_key IS NOT NULL AND status IN ('queued', 'running');
--- Purge and the recent-window counts of stats() look only at finished rows.
-CREATE INDEX prismq_finished ON prismq_tasks (finished_at)
-    WHERE status IN ('completed', 'failed', 'cancelled');
+-- name: read_version
+-- The schema version is the file header's user_version: readable before
+-- anything is written, so a file from a newer prismq_queue is left untouched.
+PRAGMA user_version;
+
+-- name: set_version
+-- {version} is formatted in: a PRAGMA takes no bound parameters.
+PRAGMA user_version = {version};
 
 -- name: insert_task
 INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key)
@@ -218,33 +195,3 @@ UPDATE prismq_id_floor SET id = MAX(id, (SELECT COALESCE(MAX(id), 0) FROM prismq
 -- name: purge
 DELETE FROM prismq_tasks
 WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?;
-
--- name: schema_2
--- Version 2 drops the index over finished rows: it cost every acknowledgement
--- an index insert, for purge() and stats(), which scan the table anyway.
-DROP INDEX IF EXISTS prismq_finished;
-
--- name: schema_3
--- Version 3 keeps one index over queued rows, (priority, run_at, id): every
--- strategy walks it level by level, so an enqueue maintains two B-trees (the
--- table and this index) instead of three, and a level full of delayed tasks is
--- never scanned past.
-DROP INDEX IF EXISTS prismq_ready_due;
-
--- name: schema_4
--- Version 4 remembers the largest id ever given, so that no id is given twice:
--- SQLite gives a new row the largest id present plus one, so after purge()
--- deleted the newest tasks their ids came back, and cancel(old_id) cancelled
--- somebody else's task. AUTOINCREMENT would do the same at the cost of a write
--- to sqlite_sequence per inserted row (+7% instructions per task in a drain);
--- this floor is written only by purge(), the one statement that deletes rows.
-CREATE TABLE prismq_id_floor (id INTEGER NOT NULL);
-INSERT INTO prismq_id_floor (id) SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
-
--- name: schema_5
--- Version 5 indexes queued rows by due time again, with their level: a
--- WEIGHTED_RANDOM claim finds the levels that hold due work by reading the due
--- rows when there are few of them, instead of walking every level (100,000
--- levels of delayed tasks cost a walk of ~0.5-2.5 s under the write lock), and
--- the next due time is one seek. The cost: an enqueue maintains three B-trees.
-CREATE INDEX prismq_ready_time ON prismq_tasks (run_at, priority) WHERE status = 'queued';
