@@ -25,7 +25,9 @@ from functools import cache
 from pathlib import Path
 
 _HERE = Path(__file__).parent
-_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_SECTION = re.compile(r"^--\s*(name|fragment):\s*(\w+)\s*$", re.MULTILINE)
+# "{fragment arg=value ...}": values are SQL without spaces or braces.
+_INCLUDE = re.compile(r"\{(\w+)((?:\s+\w+=[^\s{}]+)*)\}")
 _STEP = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
@@ -35,11 +37,30 @@ def _strip(text: str) -> str:
     return "\n".join(lines).strip()
 
 
+def _include(text: str, fragments: dict[str, str]) -> str:
+    def expand(match: re.Match) -> str:
+        name, args = match.group(1), match.group(2)
+        if name not in fragments:
+            return match.group(0)  # a placeholder the backend fills ({schema}, {order}, ...)
+        body = fragments[name]
+        for arg in args.split():
+            key, value = arg.split("=", 1)
+            if "{" + key + "}" not in body:
+                raise ValueError(f"fragment {name!r} has no {{{key}}}")
+            body = body.replace("{" + key + "}", value)
+        return body
+
+    return _INCLUDE.sub(expand, text)
+
+
 @cache
 def load(backend: str) -> dict[str, str]:
-    """Return {name: statement} parsed from `<backend>.sql`."""
-    parts = _NAME.split((_HERE / f"{backend}.sql").read_text(encoding="utf-8"))
-    return {name: _strip(body).rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+    """Return {name: statement} parsed from `<backend>.sql`, fragments included."""
+    parts = _SECTION.split((_HERE / f"{backend}.sql").read_text(encoding="utf-8"))
+    sections = list(zip(parts[1::3], parts[2::3], parts[3::3]))
+    fragments = {name: _strip(body) for kind, name, body in sections if kind == "fragment"}
+    return {name: _include(_strip(body), fragments).rstrip(";")
+            for kind, name, body in sections if kind == "name"}
 
 
 @dataclass(frozen=True)

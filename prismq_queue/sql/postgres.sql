@@ -1,7 +1,9 @@
 -- SQL of the PostgreSQL backend. Each statement is named by a "-- name:" line and
 -- loaded by prismq_queue/sql/__init__.py; the backend code holds no SQL text.
 -- "{schema}" is replaced by the quoted schema name the queue was opened with,
--- "{channel}" by the quoted LISTEN/NOTIFY channel of that schema.
+-- "{channel}" by the quoted LISTEN/NOTIFY channel of that schema. A part shared
+-- by several statements is a "-- fragment:", written once and included as
+-- "{name arg=value ...}" (each "{arg}" in it replaced by that value).
 --
 -- Times are double precision seconds since the epoch, as on SQLite. Every query
 -- that looks for ready work repeats "status = 'queued'" literally, so that the
@@ -67,6 +69,39 @@ UNION ALL
 SELECT id, idempotency_key, false FROM {schema}.prismq_tasks
 WHERE idempotency_key = ANY($7::text[]) AND idempotency_key IS NOT NULL AND status IN ('queued', 'running');
 
+-- fragment: recover_leases
+-- Lease recovery, as two CTEs of "cycle" and "claim_cycle": {now} is the
+-- statement's time, {recover} whether to recover at all, {skip} the ids the
+-- statement finishes, which recovery must leave alone (no two parts of one
+-- statement may change the same row).
+recover_exhausted AS (
+    -- An expired lease whose task has used all its attempts: dead letter. The
+    -- token is kept, so the late holder can be told apart from a stranger.
+    UPDATE {schema}.prismq_tasks
+    SET status = 'failed', finished_at = {now}, lease_until = NULL,
+        error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
+                || ' (worker ' || COALESCE(worker_id, '?') || ' stopped renewing it)'
+    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
+                 WHERE status = 'running' AND lease_until < {now} AND attempts >= max_attempts AND {recover}::boolean
+                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < {now}
+                   AND id <> ALL({skip})
+                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), recover_requeue AS (
+    -- An expired lease: the worker died, the task did not fail, so it is due
+    -- again at once (no backoff). The attempt was counted when it was claimed.
+    -- The token is kept, so the late holder may still finish it until someone
+    -- claims it again.
+    UPDATE {schema}.prismq_tasks
+    SET status = 'queued', run_at = {now}, lease_until = NULL, worker_id = NULL
+    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
+                 WHERE status = 'running' AND lease_until < {now} AND attempts < max_attempts AND {recover}::boolean
+                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < {now}
+                   AND id <> ALL({skip})
+                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
+    RETURNING id
+)
+
 -- name: cycle
 -- A worker's whole round trip in one statement, so one network trip and one
 -- implicit transaction: apply the finish records of each kind (complete, retry,
@@ -117,33 +152,7 @@ WITH complete AS (
     FROM unnest($13::bigint[], $14::bigint[], $15::float8[]) AS f (id, token, at)
     WHERE t.id = f.id AND t.token = f.token AND t.status = 'running'
     RETURNING t.id
-), recover_exhausted AS (
-    -- An expired lease whose task has used all its attempts: dead letter. The
-    -- token is kept, so the late holder can be told apart from a stranger.
-    UPDATE {schema}.prismq_tasks
-    SET status = 'failed', finished_at = $16, lease_until = NULL,
-        error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
-                || ' (worker ' || COALESCE(worker_id, '?') || ' stopped renewing it)'
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'running' AND lease_until < $16 AND attempts >= max_attempts AND $17::boolean
-                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $16
-                   AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
-                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    RETURNING id
-), recover_requeue AS (
-    -- An expired lease: the worker died, the task did not fail, so it is due
-    -- again at once (no backoff). The attempt was counted when it was claimed.
-    -- The token is kept, so the late holder may still finish it until someone
-    -- claims it again.
-    UPDATE {schema}.prismq_tasks
-    SET status = 'queued', run_at = $16, lease_until = NULL, worker_id = NULL
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'running' AND lease_until < $16 AND attempts < max_attempts AND $17::boolean
-                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $16
-                   AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
-                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    RETURNING id
-), claimed AS (
+), {recover_leases now=$16 recover=$17 skip=$1::bigint[]||$5::bigint[]||$9::bigint[]||$13::bigint[]}, claimed AS (
     UPDATE {schema}.prismq_tasks
     SET status = 'running', attempts = attempts + 1, lease_until = $18, token = $19, worker_id = $20,
         started_at = $16
@@ -173,25 +182,7 @@ FROM summary s LEFT JOIN claimed c ON true;
 -- without the four finish UPDATEs, which cost their set-up even when empty.
 --   $1 now, $2 recover expired leases or not
 --   $3 lease_until, $4 token, $5 worker_id, $6 how many to claim (0: none)
-WITH recover_exhausted AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'failed', finished_at = $1, lease_until = NULL,
-        error = 'lease expired on attempt ' || attempts || ' of ' || max_attempts
-                || ' (worker ' || COALESCE(worker_id, '?') || ' stopped renewing it)'
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'running' AND lease_until < $1 AND attempts >= max_attempts AND $2::boolean
-                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $1
-                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    RETURNING id
-), recover_requeue AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'queued', run_at = $1, lease_until = NULL, worker_id = NULL
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'running' AND lease_until < $1 AND attempts < max_attempts AND $2::boolean
-                   AND (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') < $1
-                 ORDER BY lease_until LIMIT 1000 FOR UPDATE SKIP LOCKED)
-    RETURNING id
-), claimed AS (
+WITH {recover_leases now=$1 recover=$2 skip=ARRAY[]::bigint[]}, claimed AS (
     UPDATE {schema}.prismq_tasks
     SET status = 'running', attempts = attempts + 1, lease_until = $3, token = $4, worker_id = $5,
         started_at = $1
