@@ -214,26 +214,32 @@ async def test_a_short_call_waits_behind_earlier_requests(db_path):
         assert single > max(ids)
 
 
+async def _turns_during(calls, call):
+    """How many of `calls` awaited calls `call(i)` let another coroutine (a ticker) run."""
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    t = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    turns = 0
+    for i in range(calls):
+        before = ticks
+        await call(i)
+        turns += ticks != before
+    stop = True
+    await t
+    return turns
+
+
 async def test_direct_calls_give_other_coroutines_a_turn(db_path):
     async with Queue(db_path) as q:
-        ticks = 0
-        stop = False
-
-        async def ticker():
-            nonlocal ticks
-            while not stop:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        t = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)
-        turns = 0  # calls during which the ticker ran
-        for i in range(4000):
-            before = ticks
-            await q.enqueue("t", i)
-            turns += ticks != before
-        stop = True
-        await t
+        turns = await _turns_during(4000, lambda i: q.enqueue("t", i))
         # At least one turn per SHORT_RUN (16) direct calls in a row.
         assert turns >= 4000 // 16, f"other coroutines ran during only {turns} of 4,000 single calls"
 
@@ -264,24 +270,7 @@ async def test_turns_given_by_direct_calls_do_not_depend_on_the_clock(db_path, m
     monkeypatch.setattr(sqlite_backend, "time", _Clock(step))
     async with Queue(db_path) as q:
         ids = await q.enqueue_many([("t", i) for i in range(10)])
-        ticks = 0
-        stop = False
-
-        async def ticker():
-            nonlocal ticks
-            while not stop:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        t = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0)
-        turns = 0
-        for i in range(320):
-            before = ticks
-            await q.get(ids[i % 10])
-            turns += ticks != before
-        stop = True
-        await t
+        turns = await _turns_during(320, lambda i: q.get(ids[i % 10]))
         assert turns == 320 // sqlite_backend.SHORT_RUN, f"{turns} turns in 320 direct calls at {step} s per clock reading"
 
 
