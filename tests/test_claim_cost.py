@@ -8,22 +8,24 @@ read (helpers.pg_entries_read). Either count is the same on an idle machine and 
 
 import time
 
+import pytest
 from conftest import SCHEMA_PREFIX
 from helpers import pg_entries_read, vm_steps_run
 from prismq_queue import Queue, Strategy
+from prismq_queue.strategy import CLAIM_ORDER
 
 STEP = 100  # the progress handler runs every STEP virtual-machine instructions
 
 
-async def _sqlite_claim_steps(path, delayed_levels, backlog=0, limit=10):
-    """VM steps of one WEIGHTED_RANDOM claim: `delayed_levels` levels each hold one delayed
+async def _sqlite_claim_steps(path, delayed_levels, backlog=0, limit=10, strategy=Strategy.WEIGHTED_RANDOM):
+    """VM steps of one claim (WEIGHTED_RANDOM unless told): `delayed_levels` levels each hold one delayed
     task, `backlog` due tasks wait at one level above them, and one due task above that."""
     async with Queue(path) as q:
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
         await q.enqueue_many([("t", "backlog", {"priority": delayed_levels + 1})] * backlog)
         due = await q.enqueue("t", "due", priority=delayed_levels + 2)
         async with vm_steps_run(q, STEP) as steps:
-            tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
+            tasks = await q.claim("w", limit=limit, strategy=strategy)
         if not backlog:
             assert [t.id for t in tasks] == [due]
         else:
@@ -37,6 +39,32 @@ async def test_sqlite_weighted_claim_does_not_walk_delayed_levels(tmp_path):
     few = await _sqlite_claim_steps(str(tmp_path / "few.db"), 500)
     many = await _sqlite_claim_steps(str(tmp_path / "many.db"), 10_000)
     assert many < 1.5 * few + 10_000, (few, many)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PRIORITY, Strategy.FIFO, Strategy.LIFO])
+async def test_sqlite_ordered_claims_do_not_walk_delayed_levels(tmp_path, strategy):
+    # 100,000 levels hold only delayed tasks, one task is due: the claim must cost about
+    # what it costs over 500 such levels. (PRIORITY walked every level: 11.7 M steps;
+    # FIFO and LIFO 9.7 M.)
+    few = await _sqlite_claim_steps(str(tmp_path / "few.db"), 500, strategy=strategy)
+    many = await _sqlite_claim_steps(str(tmp_path / "many.db"), 100_000, strategy=strategy)
+    assert many < 1.5 * few + 10_000, (few, many)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PRIORITY, Strategy.FIFO, Strategy.LIFO])
+async def test_sqlite_ordered_claims_keep_their_order_past_many_levels(tmp_path, strategy):
+    # Past the short walk, the bounded search must hand out the same tasks in the same order.
+    async with Queue(str(tmp_path / "order.db")) as q:
+        await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(1000)])
+        due = [await q.enqueue("t", n, priority=2000 - n % 7 * 100) for n in range(30)]
+        rows = [await q.get(i) for i in due]
+        key, reverse = CLAIM_ORDER[strategy.value]
+        expected = [t.id for t in sorted(rows, key=lambda t: key((t.id, None, None, t.priority, None, None,
+                                                                   t.run_at)), reverse=reverse)]
+        got = []
+        while batch := await q.claim("w", limit=4, strategy=strategy):
+            got += [t.id for t in batch]
+        assert got == expected
 
 
 async def test_sqlite_weighted_claim_with_a_backlog_and_delayed_levels(tmp_path):
@@ -77,13 +105,14 @@ def _schema(pg_url, name):
     return f"{pg_url}{'&' if '?' in pg_url else '?'}schema={SCHEMA_PREFIX}{name}"
 
 
-async def _pg_claim_reads(url, delayed_levels=0, due_levels=1, due_per_level=1, limit=10):
+async def _pg_claim_reads(url, delayed_levels=0, due_levels=1, due_per_level=1, limit=10,
+                          strategy=Strategy.WEIGHTED_RANDOM):
     async with Queue(url) as q:
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
         await q.enqueue_many([("t", "due", {"priority": delayed_levels + level})
                               for level in range(due_levels) for _ in range(due_per_level)])
         before = await pg_entries_read(q)
-        tasks = await q.claim("w", limit=limit, strategy=Strategy.WEIGHTED_RANDOM)
+        tasks = await q.claim("w", limit=limit, strategy=strategy)
         reads = await pg_entries_read(q) - before
         assert len(tasks) == min(limit, due_levels * due_per_level)
         return reads
@@ -100,6 +129,15 @@ async def test_postgres_weighted_claim_does_not_read_the_whole_backlog(pg_url):
 async def test_postgres_weighted_claim_does_not_walk_delayed_levels(pg_url):
     few = await _pg_claim_reads(_schema(pg_url, "claim_few"), delayed_levels=500)
     many = await _pg_claim_reads(_schema(pg_url, "claim_many"), delayed_levels=10_000)
+    assert many < 1.5 * few + 500, (few, many)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PRIORITY, Strategy.FIFO, Strategy.LIFO])
+async def test_postgres_ordered_claims_do_not_walk_delayed_levels(pg_url, strategy):
+    few = await _pg_claim_reads(_schema(pg_url, f"ordered_few_{strategy.value}"), delayed_levels=500,
+                                strategy=strategy)
+    many = await _pg_claim_reads(_schema(pg_url, f"ordered_many_{strategy.value}"), delayed_levels=100_000,
+                                 strategy=strategy)
     assert many < 1.5 * few + 500, (few, many)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
 from ..records import F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD
-from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
+from ..strategy import LEVEL_VISITS, MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, BackendStats, ClaimRequest, CycleResult,
     Finish, NewTask, TaskRow, check_durability, fence_outcome,
@@ -361,30 +361,73 @@ class SQLiteBackend(Backend):
         return self._claim_by_due(c, params, lifo=req.strategy == "lifo")
 
     @staticmethod
-    def _levels(c: sqlite3.Connection):
-        """The priority levels that hold queued tasks, lowest first, one index seek each."""
+    def _levels(c: sqlite3.Connection, visits: int):
+        """The priority levels that hold queued tasks, lowest first, one index seek each.
+
+        At most `visits` of them; then None, if more remain: the walk got long.
+        """
         level = c.execute(Q["first_level"]).fetchone()[0]
         while level is not None:
+            if visits == 0:
+                yield None
+                return
+            visits -= 1
             yield level
             level = c.execute(Q["next_level"], (level,)).fetchone()[0]
 
     def _claim_priority(self, c: sqlite3.Connection, params: dict) -> list[tuple]:
         # Level by level, lowest number first; FIFO within a level. A level whose
-        # tasks are all delayed costs one empty range lookup.
+        # tasks are all delayed costs one empty range lookup: cheap while the
+        # levels are few (the common case, a worker's drain), so they are walked
+        # first. A walk that gets long (levels of delayed tasks) hands over to
+        # LevelSearch, whose cost follows the levels that hold due work.
         claimed: list[tuple] = []
         wanted = params["limit"]
-        for level in self._levels(c):
+        for level in self._levels(c, LEVEL_VISITS):
+            if level is None:
+                return in_claim_order(claimed + self._claim_searched(c, params, wanted - len(claimed)), "priority")
             claimed += c.execute(Q["claim_level"], {**params, "priority": level,
                                                     "limit": wanted - len(claimed)}).fetchall()
             if len(claimed) == wanted:
                 break
         return in_claim_order(claimed, "priority")
 
+    def _claim_searched(self, c: sqlite3.Connection, params: dict, wanted: int) -> list[tuple]:
+        """PRIORITY past a long walk: the lowest levels holding due tasks, found by LevelSearch.
+
+        The levels walked before hold no due task any more (each gave all it had),
+        so the lowest due levels now are the next ones in PRIORITY's order.
+        """
+        claimed: list[tuple] = []
+        now = params["now"]
+        while wanted > len(claimed):
+            search = LevelSearch(wanted - len(claimed))
+            while not (search.walked(c.execute(Q["ready_levels"], {"now": now, "limit": search.limit,
+                                                                   "max_levels": MAX_LEVELS,
+                                                                   "visits": search.visits}).fetchall())
+                       or search.read(c.execute(Q["due_levels"], {"now": now, "rows": search.rows}).fetchall())):
+                pass
+            if not search.levels:
+                break
+            for level in search.levels:
+                claimed += c.execute(Q["claim_level"], {**params, "priority": level,
+                                                        "limit": wanted - len(claimed)}).fetchall()
+                if len(claimed) == wanted:
+                    break
+        return claimed
+
     def _claim_by_due(self, c: sqlite3.Connection, params: dict, lifo: bool) -> list[tuple]:
         # Each level offers its first `limit` due tasks; the merge keeps the
-        # `limit` earliest (FIFO) or latest (LIFO) across levels.
+        # `limit` earliest (FIFO) or latest (LIFO) across levels. Cheap while the
+        # levels are few; a walk that gets long (levels of delayed tasks) hands
+        # over to reading the due tasks in due-time order from prismq_ready_time.
         sql, limit, now = Q["level_heads_lifo" if lifo else "level_heads_fifo"], params["limit"], params["now"]
-        heads = [head for level in self._levels(c) for head in c.execute(sql, (level, now, limit))]
+        heads: list[tuple] = []
+        for level in self._levels(c, LEVEL_VISITS):
+            if level is None:
+                heads = c.execute(Q["due_heads_lifo" if lifo else "due_heads_fifo"], (now, limit)).fetchall()
+                break
+            heads += c.execute(sql, (level, now, limit))
         heads.sort(reverse=lifo)
         ids = [task_id for _, task_id in heads[:limit]]
         if not ids:

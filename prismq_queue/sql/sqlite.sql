@@ -96,6 +96,18 @@ ORDER BY run_at, id LIMIT ?;
 SELECT run_at, id FROM prismq_tasks WHERE status = 'queued' AND priority = ? AND run_at <= ?
 ORDER BY run_at DESC, id DESC LIMIT ?;
 
+-- name: due_heads_fifo
+-- FIFO and LIFO past a long level walk (levels of delayed tasks): the first due
+-- tasks of all levels at once, read in due-time order from prismq_ready_time,
+-- so the cost follows the due tasks read, not the levels. (Ties of run_at are
+-- sorted by id: the reading goes to the end of the last run_at it takes.)
+SELECT run_at, id FROM prismq_tasks INDEXED BY prismq_ready_time WHERE status = 'queued' AND run_at <= ?
+ORDER BY run_at, id LIMIT ?;
+
+-- name: due_heads_lifo
+SELECT run_at, id FROM prismq_tasks INDEXED BY prismq_ready_time WHERE status = 'queued' AND run_at <= ?
+ORDER BY run_at DESC, id DESC LIMIT ?;
+
 -- name: claim_ids
 -- FIFO and LIFO: claim the merged candidates (a JSON array of ids) in one statement.
 UPDATE prismq_tasks
