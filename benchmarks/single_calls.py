@@ -87,16 +87,27 @@ _RAW_CLAIM = ("UPDATE jobs SET status = 1, leased_at = ? WHERE id = "
               "(SELECT id FROM jobs WHERE status = 0 ORDER BY id LIMIT 1) RETURNING id, payload")
 
 
-def raw_sqlite3(path: str, n: int) -> dict:
-    """Seconds per operation of each op, one statement (or claim transaction) at a time."""
+def _raw_connection(path: str) -> sqlite3.Connection:
+    """The hand-written queue's connection: WAL, synchronous=NORMAL, its table created."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL").fetchall()
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_RAW_DDL)
+    return conn
+
+
+def _raw_inserts(conn: sqlite3.Connection, n: int) -> None:
+    """n single-row inserts, one transaction each: the raw loop every enqueue ratio divides by."""
+    for i in range(n):
+        conn.execute("INSERT INTO jobs (payload) VALUES (?)", (json.dumps(_payload(i)),))
+
+
+def raw_sqlite3(path: str, n: int) -> dict:
+    """Seconds per operation of each op, one statement (or claim transaction) at a time."""
+    conn = _raw_connection(path)
     try:
         t0 = time.perf_counter()
-        for i in range(n):
-            conn.execute("INSERT INTO jobs (payload) VALUES (?)", (json.dumps(_payload(i)),))
+        _raw_inserts(conn, n)
         t1 = time.perf_counter()
         for _ in range(n):
             conn.execute("BEGIN IMMEDIATE")
@@ -274,14 +285,10 @@ _SPIN = "while True:\n    pass\n"
 
 
 def _raw_enqueue(path: str, n: int) -> float:
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL").fetchall()
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_RAW_DDL)
+    conn = _raw_connection(path)
     try:
         t0 = time.perf_counter()
-        for i in range(n):
-            conn.execute("INSERT INTO jobs (payload) VALUES (?)", (json.dumps(_payload(i)),))
+        _raw_inserts(conn, n)
         return (time.perf_counter() - t0) / n
     finally:
         conn.close()
