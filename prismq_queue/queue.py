@@ -16,8 +16,8 @@ from .errors import DatabaseError, InvalidArgument, LeaseLost, PayloadError, Tas
 from .retry import RetryPolicy
 from .strategy import Strategy
 from .records import (
-    CANCELLED, COMPLETE, FAIL, MISSING, OK, RELEASE, RETRY, ClaimedRow, ClaimRequest, CycleResult, Finish, NewTask,
-    RoundTrip, TaskRow,
+    CANCELLED, COMPLETE, FAIL, MISSING, N_RUN_AT, OK, RELEASE, RETRY, ClaimedRow, ClaimRequest, CycleResult, Finish,
+    NewTask, RoundTrip, TaskRow,
 )
 from .task import Task, TaskStatus
 from .validation import (
@@ -103,6 +103,10 @@ class Queue:
             raise InvalidArgument(f"retry must be a RetryPolicy, got {retry!r}")
         self._policies: dict[str, RetryPolicy] = {}
         self._wakes: set[Callable[[], None]] = set()
+        # Idle Workers of this process that may take a new task straight from
+        # enqueue() (see arm): wake-up -> (ask for a claim, hand over the Task).
+        self._takers: dict[Callable[[], None], tuple[Callable[[], Optional[ClaimRequest]],
+                                                     Callable[[Task], None]]] = {}
         self._rng = random.Random()
 
     @property
@@ -146,8 +150,38 @@ class Queue:
         """Add one task; returns its id (the live task's id if `idempotency_key` is already queued or running)."""
         now = time.time()
         row = self._new_row(now, task_type, payload, priority, delay, run_at, max_attempts, idempotency_key)
+        if self._takers and idempotency_key is None and row[N_RUN_AT] <= now:
+            return await self._hand_off(row)
         (task_id,) = await self._insert([row])
         return task_id
+
+    async def _hand_off(self, row: NewTask) -> int:
+        """Insert a due task, claimed at once by an idle Worker of this event loop if one can take it.
+
+        Such a worker would claim the task as soon as the insert woke it: one more
+        transaction and a loop round or more before its handler starts. Instead
+        the backend may insert the row already claimed for it, in the insert's own
+        transaction, and only if that claim would have taken exactly this task
+        (Backend.insert_handed); the worker then starts it at once. Otherwise, as
+        for any insert, the armed wake-ups are called.
+        """
+        taker = self._taker()
+        if taker is None:
+            (task_id,) = await self._insert([row])
+            return task_id
+        claim, take = taker
+        handed = False
+
+        def deliver(claimed: ClaimedRow) -> None:
+            nonlocal handed
+            handed = True
+            take(_task_from_claim(claimed, claim.lease_until, claim.token, claim.worker_id))
+
+        try:
+            return await self._backend.insert_handed(row, claim, deliver)
+        finally:
+            if not handed:
+                self._notify()  # queued after all: wake this process's idle workers at once
 
     async def enqueue_many(self, items: Iterable[Any], *, priority: int = 100, delay: float = 0.0,
                            run_at: Union[datetime, float, None] = None,
@@ -193,6 +227,14 @@ class Queue:
             return await self._backend.insert(rows)
         finally:
             self._notify()  # wake this process's idle workers at once
+
+    def _taker(self) -> Optional[tuple[ClaimRequest, Callable[[Task], None]]]:
+        """The claim of the first armed Worker that can take a task now (see arm), and how to hand it over."""
+        for request, take in tuple(self._takers.values()):
+            claim = request()
+            if claim is not None:
+                return claim, take
+        return None
 
     @staticmethod
     def _unpack(item: Any) -> tuple[Any, Any, dict]:
@@ -429,14 +471,24 @@ class Queue:
 
     # -- wake-ups -----------------------------------------------------------
 
-    def arm(self, wake: Callable[[], None]) -> None:
-        """Call `wake` when new work may be ready: at once for enqueues through this Queue, soon for others."""
+    def arm(self, wake: Callable[[], None],
+            take: Optional[tuple[Callable[[], Optional[ClaimRequest]], Callable[[Task], None]]] = None) -> None:
+        """Call `wake` when new work may be ready: at once for enqueues through this Queue, soon for others.
+
+        `take`, from a Worker idle on the running event loop: (request, accept).
+        enqueue() may then call request() for a ClaimRequest of one task (None: not
+        now), and if the backend inserted the new task claimed by it, accept(task)
+        at once, on the loop's thread; `wake` is not called for that task.
+        """
         self._wakes.add(wake)
+        if take is not None:
+            self._takers[wake] = take
         self._backend.arm(wake)
 
     def disarm(self, wake: Callable[[], None]) -> None:
-        """Stop calling `wake`."""
+        """Stop calling `wake` (and its `take`)."""
         self._wakes.discard(wake)
+        self._takers.pop(wake, None)
         self._backend.disarm(wake)
 
     def _notify(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidArgument, PayloadError, QueueError
 from .queue import Queue
-from .records import CANCELLED, COMPLETE, F_KIND, FAIL, LOST, OK, RETRY, Finish, RoundTrip
+from .records import CANCELLED, COMPLETE, F_KIND, FAIL, LOST, OK, RETRY, ClaimRequest, Finish, RoundTrip
 from .retry import RetryPolicy
 from .stop_signals import stop_signals
 from .strategy import Strategy
@@ -166,6 +166,7 @@ class Worker:
         self._interrupted: dict[int, str] = {}  # running tasks the worker cancelled, and why
         self._stopping = False  # set by stop(), even before run(): a stop is never forgotten
         self._wake_future: Optional[asyncio.Future] = None
+        self._taker = (self._hand_off_request, self._take)  # offered to the queue while idle (see _wait)
         self._pause_future: Optional[asyncio.Future] = None
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by run(), read only under it
         self._loop_thread: Optional[int] = None
@@ -307,7 +308,7 @@ class Worker:
         future = self._wake_future = loop.create_future()
         timer = loop.call_later(timeout, self._wake) if timeout is not None else None
         if want_work:
-            self.queue.arm(self._wake_threadsafe)
+            self.queue.arm(self._wake_threadsafe, self._taker)
         try:
             await future
         finally:
@@ -333,6 +334,27 @@ class Worker:
         future = self._wake_future
         if future is not None and not future.done():
             future.set_result(None)
+
+    def _hand_off_request(self) -> Optional[ClaimRequest]:
+        """A claim of one task for the local hand-off (Queue.arm), or None if this worker cannot take one now.
+
+        It can while it waits for work (its last claim came up short), nothing woke
+        it yet, it has a free slot, and the enqueue runs on its own loop's thread:
+        just when an insert would wake it to claim the new task itself.
+        """
+        future = self._wake_future
+        if (future is None or future.done() or self._stopping or len(self._active) >= self.concurrency
+                or threading.get_ident() != self._loop_thread):
+            return None
+        return self.queue.claim_request(self.worker_id, 1, self.strategy, self.lease_seconds)
+
+    def _take(self, task: Task) -> None:
+        """Start the handler of a task the queue inserted claimed for this worker (the local hand-off).
+
+        In a Task started the ordinary way, never eagerly: an eager first step would
+        run the handler inside the producer's enqueue() call.
+        """
+        self._active[task.id] = (task, self._loop.create_task(self._execute(task)))
 
     def _wake_threadsafe(self) -> None:
         if threading.get_ident() == self._loop_thread:

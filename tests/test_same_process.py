@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 import statistics
 import sys
+import time
 
 import pytest
 
@@ -155,3 +156,213 @@ async def test_a_round_trip_that_waits_still_delivers(db_path, hop):
                 q.backend._bridge._pending -= 1
         assert sorted(done) == list(range(120))
         assert (await q.stats())["by_status"]["completed"] == 120
+
+
+# -- the local hand-off: enqueue() inserts the task already claimed by an idle Worker --------
+
+
+def _count_transactions(backend):
+    """Count the write transactions the backend runs (each is one BEGIN IMMEDIATE .. COMMIT)."""
+    counter = [0]
+    transaction = backend._transaction
+
+    def counted(*args):
+        counter[0] += 1
+        return transaction(*args)
+
+    backend._transaction = counted
+    return counter
+
+
+def _row(db_path, task_id):
+    c = sqlite3.connect(db_path)
+    try:
+        return c.execute("SELECT status, attempts, lease_until, token, worker_id, started_at FROM prismq_tasks "
+                         "WHERE id = ?", (task_id,)).fetchone()
+    finally:
+        c.close()
+
+
+async def _started_worker(q, handler, **options):
+    worker = Worker(q, handle_signals=False, **options)
+    worker.register("t", handler)
+    run = asyncio.ensure_future(worker.run())
+    await _idle(worker)
+    return worker, run
+
+
+async def test_an_idle_worker_gets_the_task_in_the_inserts_own_transaction(db_path):
+    async with Queue(db_path) as q:
+        transactions = _count_transactions(q.backend)
+        started = asyncio.Queue()
+
+        async def handler(task):
+            started.put_nowait((task, transactions[0]))
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            for _ in range(5):
+                await _idle(worker)
+                before = transactions[0]
+                task_id = await q.enqueue("t", {"x": 1})
+                # Claimed by the insert itself: the row is the worker's before its
+                # handler even started, exactly as the worker's own claim writes it.
+                status, attempts, lease_until, token, worker_id, started_at = _row(db_path, task_id)
+                assert (status, attempts, worker_id) == ("running", 1, worker.worker_id)
+                assert lease_until is not None and token is not None and started_at is not None
+                task, at_start = await asyncio.wait_for(started.get(), 30)
+                assert task.id == task_id and task.payload == {"x": 1}
+                assert (task.token, task.lease_until, task.attempts) == (token, lease_until, 1)
+                # One transaction from enqueue to handler start (it was two: the
+                # insert, then the woken worker's claim).
+                assert at_start - before == 1
+        finally:
+            worker.stop()
+            await run
+        assert worker.completed == 5
+        assert (await q.stats())["by_status"]["completed"] == 5
+
+
+async def test_a_handed_off_task_starts_one_loop_round_after_the_enqueue(db_path):
+    loop = asyncio.get_running_loop()
+    rounds = _count_rounds(loop)
+    async with Queue(db_path) as q:
+        seen = []
+        started = asyncio.Event()
+
+        async def handler(task):
+            seen.append(rounds[0] - task.payload)
+            started.set()
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            for _ in range(5):
+                await _idle(worker)
+                started.clear()
+                await q.enqueue("t", rounds[0])
+                await asyncio.wait_for(started.wait(), 30)
+        finally:
+            worker.stop()
+            await run
+    # The handler's Task takes its first step in the next round; no wake-up, no
+    # claim in between (the same-process path took three).
+    assert seen == [1] * 5, seen
+
+
+async def test_a_due_task_of_higher_priority_is_not_jumped(db_path):
+    async with Queue(db_path) as q:
+        order = []
+        done = asyncio.Event()
+
+        async def handler(task):
+            order.append(task.payload)
+            if len(order) == 2:
+                done.set()
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            # Another connection commits a due task of priority 0; before this loop
+            # can notice it (no await in between), this process enqueues one of
+            # priority 100 to its idle worker. A claim would take the other first.
+            other = sqlite3.connect(db_path, isolation_level=None)
+            other.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, "
+                          "created_at) VALUES ('t', '\"first\"', 0, 'queued', 0, 3, 0)")
+            other.close()
+            task_id = await q.enqueue("t", "second", priority=100)
+            assert _row(db_path, task_id)[:2] == ("queued", 0)  # not handed off
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            worker.stop()
+            await run
+    assert order == ["first", "second"]
+
+
+async def test_an_expired_lease_is_recovered_before_a_hand_off(db_path):
+    async with Queue(db_path) as q:
+        order = []
+        done = asyncio.Event()
+
+        async def handler(task):
+            order.append(task.payload)
+            if len(order) == 2:
+                done.set()
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            # A task whose worker died: its lease ran out long ago. A claim recovers it first.
+            other = sqlite3.connect(db_path, isolation_level=None)
+            other.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, attempts, "
+                          "max_attempts, created_at, lease_until, token, worker_id) "
+                          "VALUES ('t', '\"stranded\"', 0, 'running', 0, 1, 3, 0, 1, 7, 'dead')")
+            other.close()
+            task_id = await q.enqueue("t", "new", priority=100)
+            assert _row(db_path, task_id)[:2] == ("queued", 0)
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            worker.stop()
+            await run
+    assert order == ["stranded", "new"]
+
+
+@pytest.mark.parametrize("when", ["delay", "run_at"])
+async def test_a_delayed_task_is_never_handed_off_early(db_path, when):
+    async with Queue(db_path) as q:
+        started = asyncio.Queue()
+
+        async def handler(task):
+            started.put_nowait((task, time.time()))
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            due = time.time() + 0.3
+            options = {"delay": 0.3} if when == "delay" else {"run_at": due}
+            task_id = await q.enqueue("t", "later", **options)
+            assert _row(db_path, task_id)[:2] == ("queued", 0)
+            task, at = await asyncio.wait_for(started.get(), 30)
+            assert task.id == task_id and at >= task.run_at
+        finally:
+            worker.stop()
+            await run
+
+
+async def test_no_hand_off_to_a_worker_without_a_free_slot(db_path):
+    async with Queue(db_path) as q:
+        release = asyncio.Event()
+        started = []
+
+        async def handler(task):
+            started.append(task.id)
+            await release.wait()
+
+        worker, run = await _started_worker(q, handler, concurrency=1)
+        try:
+            first = await q.enqueue("t", 1)
+            for _ in range(1000):
+                if started:
+                    break
+                await asyncio.sleep(0.01)
+            second = await q.enqueue("t", 2)  # the one slot is busy: queued, claimed later
+            assert _row(db_path, first)[0] == "running"
+            assert _row(db_path, second)[:2] == ("queued", 0)
+            release.set()
+            for _ in range(3000):
+                if len(started) == 2:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            worker.stop()
+            await run
+    assert started == [first, second]
+
+
+async def test_full_durability_inserts_queued_and_wakes_the_worker(db_path):
+    async with Queue(db_path, durability="full") as q:
+        started = asyncio.Event()
+        worker, run = await _started_worker(q, lambda task: started.set(), concurrency=4)
+        try:
+            task_id = await q.enqueue("t", 1)  # a "full" commit is never made on the loop's thread
+            assert _row(db_path, task_id)[:2] == ("queued", 0)
+            await asyncio.wait_for(started.wait(), 30)
+        finally:
+            worker.stop()
+            await run

@@ -21,7 +21,7 @@ from ..errors import InvalidArgument, UnsupportedOperation
 
 # The records a backend receives and returns, re-exported for the backends.
 from ..records import (  # noqa: F401
-    CANCELLED, COMPLETE, FAIL, FINAL_STATUS, LOST, MISSING, OK, RELEASE, RETRY, BackendStats, ClaimRequest,
+    CANCELLED, COMPLETE, FAIL, FINAL_STATUS, LOST, MISSING, OK, RELEASE, RETRY, BackendStats, ClaimedRow, ClaimRequest,
     CycleResult, Finish, NewTask, TaskRow,
 )
 
@@ -65,6 +65,18 @@ class Backend(ABC):
         A row whose idempotency key a queued or running task holds is not inserted:
         its id is that task's. Ids are never given twice, even after purge().
         """
+
+    async def insert_handed(self, row: NewTask, claim: ClaimRequest,
+                            deliver: Callable[[ClaimedRow], None]) -> int:
+        """Insert one NewTask row; return its id. A backend may insert it already claimed per `claim`.
+
+        The local hand-off (see Queue.enqueue): only if a claim made at that moment
+        would have taken exactly this task, with every column as that claim would
+        set it, and then `deliver(row)` is called with the ClaimedRow on the event
+        loop's thread, right after the commit and before any other coroutine runs.
+        This default never does: it inserts the task queued, as insert() does.
+        """
+        return (await self.insert([row]))[0]
 
     @abstractmethod
     async def cycle(self, finishes: Sequence[Finish], *, claim: Optional[ClaimRequest], recover: bool,

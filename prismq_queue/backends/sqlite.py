@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
-from ..records import F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD
+from ..records import F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD, N_RUN_AT, ClaimedRow
 from ..strategy import LEVEL_VISITS, MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, BackendStats, ClaimRequest, CycleResult,
@@ -50,9 +50,19 @@ SHORT_CLAIM = 64
 SHORT_RUN = 16
 
 
+_BUSY = object()  # what SQLiteBackend._here returns when the call must go to the bridge's thread
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+def _inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The id the one row an INSERT just added got (sqlite3 sets lastrowid after each successful INSERT)."""
+    task_id = cursor.lastrowid
+    assert task_id is not None
+    return task_id
 
 
 def split_script(script: str) -> list[str]:
@@ -195,24 +205,38 @@ class SQLiteBackend(Backend):
         if bridge is None:
             raise QueueClosed(NOT_OPEN)
         if short and bridge.idle:
-            try:
-                if short is True or short():
-                    result = fn(*args)
-                    # A call that never leaves the loop's thread never lets other
-                    # coroutines run either: a loop of them would starve the loop.
-                    # Give it a turn after SHORT_RUN of them in a row.
-                    self._direct_run += 1
-                    if self._direct_run >= SHORT_RUN:
-                        await asyncio.sleep(0)
-                        self._direct_run = 0
-                    return result
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise self._error(exc) from exc
-            except (sqlite3.Error, UnicodeEncodeError) as exc:
-                raise self._error(exc) from (exc if isinstance(exc, sqlite3.Error) else None)
+            result = self._here(fn, *args, guard=short)
+            if result is not _BUSY:
+                await self._turn()
+                return result
         self._direct_run = 0  # (a hop lets the loop run other coroutines)
         return await bridge.run(self._retrying, fn, *args)
+
+    def _here(self, fn: Callable[..., Any], *args: Any, guard: Any = True) -> Any:
+        """fn(*args) on the loop's thread, or _BUSY if another connection holds a lock it needs (or guard says no).
+
+        Only while the bridge is idle: nothing else uses the connection then.
+        """
+        try:
+            if guard is True or guard():
+                return fn(*args)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise self._error(exc) from exc
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
+            raise self._error(exc) from (exc if isinstance(exc, sqlite3.Error) else None)
+        return _BUSY
+
+    async def _turn(self) -> None:
+        """After a call on the loop's thread: give other coroutines a turn after SHORT_RUN of them in a row.
+
+        A call that never leaves the loop's thread never lets other coroutines run
+        either: a loop of them would starve the loop.
+        """
+        self._direct_run += 1
+        if self._direct_run >= SHORT_RUN:
+            await asyncio.sleep(0)
+            self._direct_run = 0
 
     def _error(self, exc: Exception) -> Exception:
         """The package's exception for a failed statement."""
@@ -279,8 +303,58 @@ class SQLiteBackend(Backend):
         self._inserts += 1
         return ids
 
+    async def insert_handed(self, row: NewTask, claim: ClaimRequest,
+                            deliver: Callable[[ClaimedRow], None]) -> int:
+        """Insert one task; if a claim made now would take exactly it, insert it claimed per `claim`.
+
+        The local hand-off: a Worker of this process sits idle on this event loop
+        with a free slot, so it would claim the new task at once anyway. Inserting
+        the row already claimed, in the insert's own transaction, spares that claim's
+        transaction and its wake-up. The row is then exactly what the claim would
+        have written (see insert_claimed), so leases, fencing, retries and crash
+        recovery treat it as any claimed task; it is handed over only if no due
+        queued task or expired lease exists (claim_would_differ), i.e. only if the
+        claim would have picked this task and nothing else, under any strategy.
+
+        Only where the hand-off cannot be delayed: on the loop's thread, with the
+        bridge idle, under durability "normal" (a "full" COMMIT waits for an fsync,
+        never on the loop's thread). There `deliver(claimed_row)` is called right
+        after the COMMIT, before anything else runs on the loop, so the worker that
+        was idle when the caller chose it still is. Anywhere else (or if another
+        connection holds the lock) the task is inserted queued, as insert() does,
+        and deliver is not called.
+        """
+        bridge = self._bridge
+        if bridge is None:
+            raise QueueClosed(NOT_OPEN)
+        if bridge.idle and self.durability == "normal" and len(row[N_PAYLOAD]) <= SHORT_TEXT:
+            done = self._here(self._transaction, self._insert_handed, row, claim)
+            if done is not _BUSY:
+                self._inserts += 1
+                task_id, claimed = done
+                if claimed is not None:
+                    deliver(claimed)
+                await self._turn()
+                return task_id
+        return (await self.insert([row]))[0]
+
+    @staticmethod
+    def _insert_handed(c: sqlite3.Connection, row: NewTask, claim: ClaimRequest) -> tuple[int, Optional[ClaimedRow]]:
+        # The time a claim would use, read under the write lock: a delayed task
+        # that became due a moment ago counts, and the new row is due by then.
+        now = time.time()
+        if row[N_IDEMPOTENCY_KEY] is not None or row[N_RUN_AT] > now \
+                or c.execute(Q["claim_would_differ"], {"now": now}).fetchone()[0]:
+            return SQLiteBackend._insert(c, (row,))[0], None
+        task_type, payload, priority, run_at, max_attempts, created_at, key = row
+        task_id = _inserted_id(c.execute(Q["insert_claimed"], (*row, claim.lease_until, claim.token,
+                                                               claim.worker_id, now)))
+        return task_id, (task_id, task_type, payload, priority, 1, max_attempts, run_at, created_at, key)
+
     @staticmethod
     def _insert(c: sqlite3.Connection, rows: Sequence[NewTask]) -> list[int]:
+        if len(rows) == 1 and rows[0][N_IDEMPOTENCY_KEY] is None:
+            return [_inserted_id(c.execute(Q["insert_one"], rows[0]))]  # one statement: see insert_one
         top, floor = c.execute(Q["id_range"]).fetchone()
         first = max(top, floor) + 1  # above every id ever given, purged ones included
         if all(row[N_IDEMPOTENCY_KEY] is None for row in rows):

@@ -27,6 +27,31 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL AND status IN ('
 INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key)
 VALUES (?, ?, ?, 'queued', ?, ?, ?, ?);
 
+-- name: insert_one
+-- One task without an idempotency key, in one statement: its id (the largest
+-- present or ever purged, plus one) is worked out in the statement itself, so a
+-- single enqueue needs no id_range before it and no max_id check after it.
+INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key)
+VALUES ((SELECT MAX(COALESCE((SELECT MAX(id) FROM prismq_tasks), 0), id) + 1 FROM prismq_id_floor),
+        ?, ?, ?, 'queued', ?, ?, ?, ?);
+
+-- name: insert_claimed
+-- The local hand-off (SQLiteBackend.insert_handed): one task inserted already
+-- claimed, every column as claim_level would set it (running, attempt 1, the
+-- claim's lease, token and worker, started now). Id as in insert_one.
+INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key,
+                          attempts, lease_until, token, worker_id, started_at)
+VALUES ((SELECT MAX(COALESCE((SELECT MAX(id) FROM prismq_tasks), 0), id) + 1 FROM prismq_id_floor),
+        ?, ?, ?, 'running', ?, ?, ?, ?, 1, ?, ?, ?, ?);
+
+-- name: claim_would_differ
+-- Would a claim made now take anything but a task inserted now? Yes if any
+-- queued task is due (whatever the strategy, a claim may take it first) or a
+-- lease has expired (a claim recovers it first). Two seeks: prismq_ready_time,
+-- prismq_leases.
+SELECT EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now)
+    OR EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'running' AND lease_until < :now);
+
 -- name: max_id
 SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
 
