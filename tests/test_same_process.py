@@ -366,3 +366,66 @@ async def test_full_durability_inserts_queued_and_wakes_the_worker(db_path):
         finally:
             worker.stop()
             await run
+
+
+async def test_a_handed_off_task_that_fails_is_retried_as_a_claimed_one(db_path):
+    from prismq_queue import RetryPolicy
+
+    async with Queue(db_path, retry=RetryPolicy(max_attempts=3, base_delay=0.01, jitter=0)) as q:
+        attempts = []
+        done = asyncio.Event()
+
+        async def handler(task):
+            attempts.append(task.attempts)
+            if task.attempts == 1:
+                raise RuntimeError("first attempt fails")
+            done.set()
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            task_id = await q.enqueue("t", 1)
+            assert _row(db_path, task_id)[:2] == ("running", 1)  # handed off
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            worker.stop()
+            await run
+        assert attempts == [1, 2]
+        task = await q.get(task_id)
+        assert task.status.value == "completed" and task.attempts == 2
+        assert "first attempt fails" in task.error
+
+
+async def test_a_handed_off_task_whose_lease_expires_is_fenced(db_path):
+    async with Queue(db_path) as q, Queue(db_path) as other:
+        started = asyncio.Event()
+        release = asyncio.Event()
+
+        async def handler(task):
+            started.set()
+            await release.wait()  # stuck, as a worker that stopped renewing its lease
+
+        worker = Worker(q, concurrency=4, lease_seconds=0.2, heartbeat_interval=3600, poll_interval=60,
+                        handle_signals=False)
+        worker.register("t", handler)
+        run = asyncio.ensure_future(worker.run())
+        try:
+            await _idle(worker)
+            task_id = await q.enqueue("t", 1)
+            assert _row(db_path, task_id)[:2] == ("running", 1)  # handed off, lease 0.2 s
+            await asyncio.wait_for(started.wait(), 30)
+            await asyncio.sleep(0.3)
+            # Another worker's claim recovers the expired lease and takes the task over.
+            (stolen,) = await other.claim("rescuer", limit=1)
+            assert stolen.id == task_id and stolen.attempts == 2
+            release.set()  # the first holder finishes late: its completion is refused
+            for _ in range(3000):
+                if worker.refused:
+                    break
+                await asyncio.sleep(0.01)
+            assert worker.refused == 1 and worker.completed == 1  # counted as done, refused by the fence
+            await other.complete(stolen, "rescued")
+        finally:
+            worker.stop()
+            await run
+        task = await q.get(task_id)
+        assert task.status.value == "completed" and task.result == "rescued"
