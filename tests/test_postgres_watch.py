@@ -1,7 +1,9 @@
 """PostgreSQL: an insert wakes one idle worker, not every one (no LISTEN/NOTIFY thundering herd).
 
 Each Queue here is its own connection pair (work + LISTEN), as a separate process would
-have; the workers count the round trips they make, which is what a stampede costs.
+have; the workers count the round trips they make and the notifications their LISTEN
+connections receive, which is what a stampede costs (each delivery wakes a server backend
+and a client process, each round trip is a query).
 """
 
 import asyncio
@@ -21,6 +23,7 @@ class _Idle:
         self.concurrency = concurrency
         self.handler = handler
         self.cycles = 0
+        self.notifications = 0  # delivered to this Queue's LISTEN connection
         self.ran = []
 
     async def start(self):
@@ -33,6 +36,13 @@ class _Idle:
             return await cycle(*args, **kwargs)
 
         backend.cycle = counting
+        on_notify = backend._on_notify  # registered with the LISTEN connection when one is opened
+
+        def counting_notify(*args):
+            self.notifications += 1
+            on_notify(*args)
+
+        backend._on_notify = counting_notify
         self.worker = Worker(self.queue, concurrency=self.concurrency, poll_interval=30, handle_signals=False)
 
         async def run(task):
@@ -77,6 +87,29 @@ async def test_single_enqueues_wake_one_idle_worker_not_all(pg_location):
         # Each task takes a trip to claim it and one to acknowledge it (with the claim of the
         # next, often). Waking all four idle workers would add three empty claims per task.
         assert trips <= 3 * n, f"{trips} round trips for {n} tasks: idle workers were woken in vain"
+    finally:
+        for w in idle:
+            await w.stop()
+
+
+async def test_single_enqueues_are_delivered_to_one_idle_process_not_all(pg_location):
+    """Only the watch's holder LISTENs: n inserts are n notifications delivered in all, not 4n."""
+    idle = [_Idle(pg_location, 50, _noop) for _ in range(4)]
+    for w in idle:
+        await w.start()
+    try:
+        await asyncio.sleep(0.5)
+        assert await _until(lambda: sum(w.queue.backend._watching for w in idle) == 1), "nobody took the watch"
+        before = sum(w.notifications for w in idle)
+        n = 40
+        async with Queue(pg_location) as producer:
+            for i in range(n):
+                await producer.enqueue("t", i)
+                assert await _until(lambda i=i: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+        delivered = sum(w.notifications for w in idle) - before
+        # One LISTENing session at a time (the holder UNLISTENs before it lets go): each
+        # insert's notification reaches one process. Every process LISTENing made it 4n.
+        assert delivered <= n, f"{delivered} notifications delivered for {n} inserts to 4 idle processes"
     finally:
         for w in idle:
             await w.stop()

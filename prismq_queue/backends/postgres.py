@@ -5,9 +5,10 @@ asyncio lock), as calls on the SQLite backend take turns on its thread. A second
 connection, opened the first time a worker waits for work, LISTENs on the
 schema's channel: a trigger NOTIFYs it on every insert, and the cycle NOTIFYs it
 when tasks are handed back or recovered, so idle workers wake at once instead
-of polling. Only one listening process at a time, the one holding the watch (a
-session advisory lock), wakes its workers: an insert wakes one idle worker, not
-all of them, and the watch passes on when that worker has no free slot.
+of polling. Only one process at a time LISTENs, the one holding the watch (a
+session advisory lock); the other idle ones wait for the lock in the server:
+an insert wakes one idle worker, not all of them, and the watch passes on when
+that worker has no free slot.
 
 A worker's round trip is one statement, so one network trip and one implicit
 transaction: it applies every finish record (arrays, one UPDATE per kind),
@@ -55,12 +56,8 @@ SCHEMES = ("postgresql", "postgres")
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
 TRANSIENT_RETRIES = 5
 # The watch (see "notification" below): how long the holder's workers may all be
-# busy before it hands the watch on, and how often a process that does not hold
-# it may try to take it when work is announced (in case the holder died without
-# handing it over: then work waits this long at most, as with a poll).
+# busy before it hands the watch on.
 HANDOVER_DELAY = 0.02
-TAKE_INTERVAL = 1.0
-WATCH_FREE = "watch"  # the payload that says the watch was handed over
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
 # The strategies one cycle statement claims for, in the ORDER BY of sql's order_<strategy>
@@ -179,11 +176,10 @@ class PostgresBackend(Backend):
         self._listener_retry_at = 0.0
         self._notifications = 0  # notifications received so far
         self._seen = 0  # ... when the last claim started
-        self._watching = False  # this process holds the watch: notifications wake its workers
+        self._watching = False  # this process holds the watch and LISTENs: notifications wake its workers
+        self._waiting: Optional[asyncio.Task] = None  # waits in the server for the watch
         self._watch_lock: asyncio.Lock = None  # type: ignore[assignment]  # one watch statement at a time on the listener
-        self._last_take = 0.0
         self._handover: Optional[asyncio.TimerHandle] = None
-        self._take_later: Optional[asyncio.TimerHandle] = None
 
     # -- connection -----------------------------------------------------
 
@@ -220,22 +216,23 @@ class PostgresBackend(Backend):
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
-        for timer in (self._handover, self._take_later):
-            if timer is not None:
-                timer.cancel()
-        self._handover = self._take_later = None
+        if self._handover is not None:
+            self._handover.cancel()
+            self._handover = None
         if self._watching and self._listener is not None:
-            try:  # let another process take the watch now rather than at its next try
+            try:  # the next waiting process gets the watch now, not when this session ends
                 await asyncio.wait_for(self._hand_over(), 2)
             except BaseException:
                 pass
-        task, self._listener_task = self._listener_task, None
-        if task is not None and not task.done():
-            task.cancel()
-            try:
-                await task
-            except BaseException:
-                pass
+        tasks = (self._listener_task, self._waiting)
+        self._listener_task = self._waiting = None
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()  # (a wait for the watch: the lock goes with the session, closed below)
+                try:
+                    await task
+                except BaseException:
+                    pass
         listener, self._listener = self._listener, None
         conn, self._conn = self._conn, None
         for c in (listener, conn):
@@ -596,15 +593,20 @@ class PostgresBackend(Backend):
 
     # -- notification ----------------------------------------------------
     #
-    # Every process with an idle worker LISTENs, but waking them all on every
-    # insert (each then runs a claim, all but one in vain) costs the server more
-    # than the inserts themselves. So only the process that holds the watch, a
-    # session advisory lock taken on its LISTEN connection, wakes its workers.
-    # It keeps the watch while a worker of its own waits for work; once none has
-    # for HANDOVER_DELAY and no round trip is under way (all slots busy) it lets
-    # go and announces it, and an idle
-    # process takes it and looks for work at once. A holder that dies loses the
-    # lock with its session; the others try to take it when work is announced.
+    # Waking every idle worker on every insert (each then runs a claim, all but
+    # one in vain) costs the server more than the inserts themselves, and so does
+    # delivering every notification to every idle process: each delivery wakes a
+    # server backend and a client process. So only the process that holds the
+    # watch, a session advisory lock taken on its LISTEN connection, LISTENs and
+    # wakes its workers. Every other process with a worker waiting for work waits
+    # for the lock in the server (pg_advisory_lock), not LISTENing: no
+    # notification reaches it, and no query of its runs until the lock is its.
+    # The holder keeps the watch while a worker of its own waits for work; once
+    # none has for HANDOVER_DELAY and no round trip is under way (all slots busy)
+    # it UNLISTENs and lets go, and the server gives the lock to the next waiting
+    # process, which LISTENs and looks for work once (work announced while nobody
+    # listened woke nobody). A holder that dies loses the lock with its session,
+    # and the next waiter gets it the same way.
 
     def arm(self, wake: Callable[[], None]) -> None:
         self._wakes.add(wake)
@@ -614,10 +616,11 @@ class PostgresBackend(Backend):
         if self._conn is None:
             return
         if self._listener is not None:
-            if self._notifications != self._seen:
-                wake()  # work announced since the last claim began, which that claim may have missed
-            if not self._watching:
-                self._take(at_once=False)
+            if self._watching:
+                if self._notifications != self._seen:
+                    wake()  # work announced since the last claim began, which that claim may have missed
+            else:
+                self._wait_for_watch()
             return
         if self._listener_task is None and time.monotonic() >= self._listener_retry_at:
             try:
@@ -639,11 +642,6 @@ class PostgresBackend(Backend):
     async def _listen(self) -> None:
         try:
             conn = await self._connect("listener")
-            try:
-                await conn.add_listener(self.channel, self._on_notify)
-            except BaseException:
-                await self._close_quietly(conn)
-                raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -657,21 +655,12 @@ class PostgresBackend(Backend):
         conn.add_termination_listener(self._on_listener_lost)
         self._listener = conn
         self._watch_lock = asyncio.Lock()
-        # Work committed before LISTEN took effect was announced to nobody: let
-        # every armed worker look once.
-        self._fire()
-        self._take(at_once=True)
+        self._wait_for_watch()
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        if payload == WATCH_FREE:
-            if self._wakes and not self._watching and pid != conn.get_server_pid():
-                self._take(at_once=True)
-            return
         self._notifications += 1
         if self._watching:
             self._fire()
-        elif self._wakes:
-            self._take(at_once=False)  # no one may be watching any more (a holder that died)
 
     def _on_listener_lost(self, conn: Any) -> None:
         if self._listener is conn:
@@ -684,47 +673,32 @@ class PostgresBackend(Backend):
         for wake in list(self._wakes):
             wake()
 
-    def _take(self, at_once: bool) -> None:
-        """Try to take the watch, in the background, if a worker here waits for work.
-
-        `at_once` skips the rate limit; a try the limit holds back is made when it allows.
-        """
+    def _wait_for_watch(self) -> None:
+        """Queue in the server for the watch, in the background, if a worker here waits for work."""
         if self._listener is None or self._watching or not self._wakes:
             return
-        loop = asyncio.get_running_loop()
-        wait = self._last_take + TAKE_INTERVAL - time.monotonic()
-        if not at_once and wait > 0:
-            if self._take_later is None:
-                self._take_later = loop.call_later(wait, self._take_deferred)
+        if self._waiting is not None and not self._waiting.done():
             return
-        if self._take_later is not None:
-            self._take_later.cancel()
-            self._take_later = None
-        self._last_take = time.monotonic()
-        loop.create_task(self._try_take(self._listener))
+        self._waiting = asyncio.get_running_loop().create_task(self._take(self._listener))
 
-    def _take_deferred(self) -> None:
-        self._take_later = None
-        self._take(at_once=True)
-
-    async def _try_take(self, listener: "asyncpg.Connection") -> None:
+    async def _take(self, listener: "asyncpg.Connection") -> None:
         async with self._watch_lock:
             if self._watching or listener is not self._listener:
                 return
             try:
+                # Blocks until the lock is this session's: the holder let go or its session ended.
                 # (mypy narrows `listener` to the attribute's Optional type; it is the live listener)
-                taken = await listener.fetchval(self._q["watch_take"])  # type: ignore[union-attr]
+                await listener.fetchval(self._q["watch_wait"])  # type: ignore[union-attr]
+                await listener.add_listener(self.channel, self._on_notify)  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - a lost listener is handled by _on_listener_lost
-                return
-            if not taken:
                 return
             if listener is not self._listener:  # lost meanwhile: the lock went with it
                 return
             self._watching = True
-        # Work announced while nobody watched (or while the last holder was busy)
-        # woke nobody: look once.
+        # Work announced while nobody listened (or while the last holder was busy)
+        # woke nobody: look once. Anything committed from here on is announced.
         self._fire()
-        if not self._wakes:
+        if not self._wakes:  # every worker here got busy while this process waited
             self.disarm(lambda: None)  # (starts the hand-over timer)
 
     def _hand_over_if_busy(self) -> None:
@@ -745,9 +719,14 @@ class PostgresBackend(Backend):
                 return
             self._watching = False
             try:
+                # UNLISTEN first: once the lock is free the next holder LISTENs, and
+                # an insert must not then be delivered to both.
+                await listener.remove_listener(self.channel, self._on_notify)
                 await listener.fetchval(self._q["watch_hand_over"])
             except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
-                pass
+                return
+        if self._wakes:  # a worker came back meanwhile: queue again
+            self._wait_for_watch()
 
 
 def _secrets_of(dsn: str) -> list[str]:

@@ -335,13 +335,15 @@ SELECT 'index ' || c.relname || ' is not valid'
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = to_regclass($1) AND NOT (i.indisvalid AND i.indisready);
 
--- name: watch_take
--- Every idle process LISTENs on the channel, but only the one holding this
--- session lock (the watch) wakes its workers when work is announced: an insert
--- wakes one worker, not every idle one. Never waits: false if another holds it.
-SELECT pg_try_advisory_lock(hashtext('prismq_queue watch ' || {channel}));
+-- name: watch_wait
+-- Only the process holding this session lock (the watch) LISTENs on the channel:
+-- an insert is delivered to one process and wakes one worker, not every idle one
+-- (each delivery wakes a server backend and a client process). An idle process
+-- that does not hold it waits here, in the server's queue for the lock, not
+-- LISTENing: it gets the watch when the holder lets go or its session ends.
+SELECT pg_advisory_lock(hashtext('prismq_queue watch ' || {channel}));
 
 -- name: watch_hand_over
--- The watch's workers are all busy: let go, and tell the other listeners that
--- the watch is free (payload 'watch'), so that an idle one takes it at once.
-SELECT pg_advisory_unlock(hashtext('prismq_queue watch ' || {channel})), pg_notify({channel}, 'watch');
+-- The watch's workers are all busy (or gone): let go; the next waiting process
+-- gets the lock at once (after UNLISTEN here, so no insert is announced twice).
+SELECT pg_advisory_unlock(hashtext('prismq_queue watch ' || {channel}));
