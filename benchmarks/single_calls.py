@@ -494,6 +494,28 @@ def _pg_location(tag: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}schema=prismq_bench_{tag}_{os.getpid()}"
 
 
+async def _listener_sessions(since: float) -> int:
+    """Sessions opened since `since` (epoch seconds) by Queues for their idle workers' wake-ups."""
+    import asyncpg
+
+    conn = await asyncpg.connect(os.environ[PG_ENV].split("?")[0])
+    try:
+        return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                   "'prismq_queue listener' AND backend_start >= to_timestamp($1)", since)
+    finally:
+        await conn.close()
+
+
+def _until_listening(workers: int, since: float, seconds: float = 60.0) -> None:
+    """Wait until every idle worker's Queue has its wake-up session: they wait for work, not start up."""
+    deadline = time.monotonic() + seconds
+    while _run(_listener_sessions(since)) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {workers} idle workers did not all open their LISTEN session")
+        time.sleep(0.05)
+    time.sleep(0.2)  # let the last one settle into its wait (LISTEN, or the wait for the watch)
+
+
 async def _drop_schema(location: str) -> None:
     import asyncpg
 
@@ -516,12 +538,15 @@ def _pg_enqueue_rate(location: str, idle_workers: int, n: int) -> float:
             return n / (time.perf_counter() - t0)
 
     _run(pq.Queue(location).open())  # create the schema before the workers race to
+    since = time.time() - 1.0  # (the server's clock is this machine's; a second of slack for rounding)
     kids = [subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, location], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True) for _ in range(idle_workers)]
     try:
         for kid in kids:
             if kid.stdout.readline().strip() != "ready":
                 raise RuntimeError("an idle worker did not start")
+        if idle_workers:
+            _until_listening(idle_workers, since)
         return _run(enqueue())
     finally:
         for kid in kids:
@@ -535,10 +560,15 @@ def _pg_enqueue_rate(location: str, idle_workers: int, n: int) -> float:
 
 
 def measure_pg_wake(repeats: int = REPEATS) -> dict:
-    """{"none": rate with no idle worker, "idle": rate with IDLE_WORKERS idle} medians, interleaved."""
+    """{"none": rate with no idle worker, "idle": rate with IDLE_WORKERS idle} medians, interleaved.
+
+    Each side goes first in every other round, so a drift of the machine's load over the
+    run does not favour one of them.
+    """
     rates = {"none": [], "idle": []}
+    sides = [("none", 0), ("idle", IDLE_WORKERS)]
     for r in range(1 if SMOKE else 0, repeats + 1):  # round 0 warms up (not under smoke: 8 process starts)
-        for key, workers in (("none", 0), ("idle", IDLE_WORKERS)):
+        for key, workers in (sides if r % 2 else sides[::-1]):
             location = _pg_location(f"wake{r}{key}")
             try:
                 rate = _pg_enqueue_rate(location, workers, PG_N if r else max(20, PG_N // 10))
@@ -550,13 +580,23 @@ def measure_pg_wake(repeats: int = REPEATS) -> dict:
 
 
 class IdleWorkersPg:
-    """PostgreSQL: single enqueues/s with 4 idle Worker processes / with none (1.0: they cost nothing)."""
+    """PostgreSQL: single enqueues/s with 4 idle Worker processes / with none (1.0: they cost nothing).
+
+    The four workers, each in its own process on the same queue, wait for work when the
+    producer starts (each has opened its wake-up session); then they take the tasks, as
+    an idle pool does. So the figure holds the cost of running the tasks (a claim and an
+    acknowledgement each, on the same server and, here, the same cores) besides that of
+    waking workers in vain. The target is 0.8x (issue 12).
+    """
 
     params = [["postgresql"]]
     param_names = ["backend"]
     unit = "ratio"
     timeout = 600
-    version = 1
+    # 2: the producer starts once every worker has its wake-up session (a fixed 0.3 s
+    # sleep did not make sure they were waiting, on a loaded machine); the sides take
+    # turns going first.
+    version = 2
 
     def setup_cache(self):
         unavailable = _unavailable(f"needs {PG_ENV} (a PostgreSQL server) and asyncpg")
