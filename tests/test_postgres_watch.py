@@ -168,3 +168,33 @@ async def test_a_lost_watch_is_taken_over(pg_url, pg_location):
     finally:
         for w in idle:
             await w.stop()
+
+
+async def test_a_cancelled_wait_for_the_watch_starts_again(pg_url, pg_location):
+    """The server cancels a process's wait for the watch: it waits again, and still gets the watch."""
+    import asyncpg
+
+    idle = [_Idle(pg_location, 50, _noop) for _ in range(2)]
+    for w in idle:
+        await w.start()
+    try:
+        assert await _until(lambda: sum(w.queue.backend._watching for w in idle) == 1), "nobody took the watch"
+        holder, waiter = sorted(idle, key=lambda w: not w.queue.backend._watching)
+        await asyncio.sleep(0.3)  # the waiter's wait is under way in the server
+        conn = await asyncpg.connect(pg_url.split("?")[0])
+        try:
+            assert await conn.fetchval("SELECT pg_cancel_backend($1)", waiter.queue.backend._listener.get_server_pid())
+            await asyncio.sleep(0.5)
+            # Now the holder goes as a killed process would (its session ends, no hand-over).
+            holder.worker.stop()
+            await asyncio.wait_for(holder.runner, 20)
+            await conn.execute("SELECT pg_terminate_backend($1)", holder.queue.backend._listener.get_server_pid())
+        finally:
+            await conn.close()
+        async with Queue(pg_location) as producer:
+            await producer.enqueue("t", "after")
+        # poll_interval is 30 s: only a waiter that waits again gets the watch and is woken
+        assert await _until(lambda: len(waiter.ran) == 1), "the waiter whose wait was cancelled was not woken"
+    finally:
+        for w in idle:
+            await w.stop()

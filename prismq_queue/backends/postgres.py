@@ -185,6 +185,10 @@ class PostgresBackend(Backend):
 
     async def _connect(self, purpose: str) -> "asyncpg.Connection":
         settings = {"application_name": f"prismq_queue {purpose}"}
+        if purpose == "listener":
+            # Its wait for the watch is one statement that lasts as long as another
+            # process holds it: a server's or role's timeouts must not cut it short.
+            settings["statement_timeout"] = settings["lock_timeout"] = "0"
         if purpose == "work":
             settings["lock_timeout"] = str(max(1, int(self.busy_timeout * 1000)))
             settings["plan_cache_mode"] = "force_generic_plan"
@@ -690,7 +694,14 @@ class PostgresBackend(Backend):
                 # (mypy narrows `listener` to the attribute's Optional type; it is the live listener)
                 await listener.fetchval(self._q["watch_wait"])  # type: ignore[union-attr]
                 await listener.add_listener(self.channel, self._on_notify)  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - a lost listener is handled by _on_listener_lost
+            except Exception as exc:  # noqa: BLE001 - a lost listener is handled by _on_listener_lost
+                if listener is self._listener and not listener.is_closed():
+                    # Cancelled by the server (an administrator, say), the session still
+                    # up: it may hold the lock now, or not. Start afresh on a new session.
+                    log.warning("prismq_queue: the wait for the watch on %s failed (%s); listening again",
+                                self.url, exc)
+                    listener.terminate()
+                    self._on_listener_lost(listener)
                 return
             if listener is not self._listener:  # lost meanwhile: the lock went with it
                 return
