@@ -12,7 +12,9 @@ the benchmark modules read as "what is measured":
 * ``_memo``: one measurement shared by the figures that read it;
 * ``_base``: the shapes benchmark classes share.
 
-Cheap to import: nothing here imports prismq_queue until a benchmark asks for it.
+Importing it imports prismq_queue too, when the commit has it (``_store._preimport``:
+asv forks every benchmark process from one that imported the suite); a commit without
+it imports fine and each benchmark then skips.
 """
 
 from ._children import Child, child_env, now, start_children  # noqa: F401
