@@ -244,3 +244,18 @@ def test_make_installs_the_benchmark_dependencies_pinned_in_asv_conf():
     matrix = conf["matrix"]["req"]
     for name, version in pinned.items():
         assert matrix.get(name) == [version], (name, version, matrix.get(name))
+
+
+def test_suite_imports_the_package_once_and_imports_without_it():
+    """asv forks every benchmark from a process that imported the suite: the suite imports
+    prismq_queue there (not again in each fork), and still imports on a commit without it."""
+    with_pkg = "import sys, benchmarks._helpers; print('prismq_queue' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", with_pkg], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True", out.stdout
+    without = ("import sys; sys.modules['prismq_queue'] = None  # import prismq_queue raises ImportError\n"
+               "import benchmarks._helpers as h\n"
+               "try:\n    h.pq()\nexcept NotImplementedError:\n    print('skipped')\n")
+    out = subprocess.run([sys.executable, "-c", without], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "skipped", out.stdout
