@@ -163,6 +163,21 @@ UPDATE prismq_tasks
 SET status = 'queued', run_at = ?, attempts = MAX(attempts - 1, 0), lease_until = NULL, worker_id = NULL
 WHERE id = ? AND token = ? AND status = 'running';
 
+-- name: complete_many
+-- complete, for many tasks in one statement: a drain's batch of acknowledgements
+-- is one execution instead of one per task (each execution costs its own
+-- bindings, step and reset, and lets go of the GIL and takes it back).
+-- {rows} is formatted in: "(?, ?, ?, ?, ?), ..." one group per finish record,
+-- bound as the record is, (kind, task_id, token, value, when): column2 is the
+-- task's id, column3 its token, column4 the result, column5 finished_at
+-- (column1, the kind, is unused). Each row matches at most one task (id is the
+-- primary key): records for one task twice go to "complete", one at a time.
+UPDATE prismq_tasks
+SET status = 'completed', result = f.column4, finished_at = f.column5, lease_until = NULL
+FROM (VALUES {rows}) AS f
+WHERE prismq_tasks.id = f.column2 AND prismq_tasks.token = f.column3
+  AND prismq_tasks.status IN ('running', 'queued');
+
 -- name: fence_state
 SELECT status, token FROM prismq_tasks WHERE id = ?;
 
