@@ -326,7 +326,9 @@ class Queue:
 
     def complete_record(self, task: Task, result: Any) -> Finish:
         """The finish record that completes `task` with `result`."""
-        return (COMPLETE, task.id, task.token, encode_json(result, "result"), time.time())
+        # None, the result of most handlers, is "null" without a trip through the encoder.
+        return (COMPLETE, task.id, task.token, "null" if result is None else encode_json(result, "result"),
+                time.time())
 
     def fail_record(self, task: Task, error: Any, retry: bool = True) -> Finish:
         """The finish record for a failed attempt: a retry after backoff, or the dead letter."""

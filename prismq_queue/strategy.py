@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import random
 from collections import Counter
+from operator import itemgetter
 from typing import Any, Callable, Optional, Sequence
 
 # Positions in a claimed row, as every backend returns it.
@@ -36,12 +37,10 @@ class Strategy(str, enum.Enum):
         return self.value
 
 
-def _due_key(row: tuple) -> tuple:
-    return row[_RUN_AT], row[_ID]
-
-
-def _priority_key(row: tuple) -> tuple:
-    return row[_PRIORITY], row[_RUN_AT], row[_ID]
+# Sort keys of claimed rows, as itemgetters: called once per claimed task, and a
+# Python function would cost a frame each time.
+_due_key = itemgetter(_RUN_AT, _ID)
+_priority_key = itemgetter(_PRIORITY, _RUN_AT, _ID)
 
 
 # The order a claim hands its tasks back in, by strategy: (sort key, reversed).

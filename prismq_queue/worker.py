@@ -418,10 +418,14 @@ class Worker:
             record = queue.fail_record(task, error_text(exc), retry=True)
         finally:
             self._active.pop(task.id, None)
-            self._interrupted.pop(task.id, None)
+            if self._interrupted:
+                self._interrupted.pop(task.id, None)
             if record is not None:
                 self._done.append(record)
-                self._count(record[F_KIND])
+                if record[F_KIND] is COMPLETE:  # the common case, counted inline: once per task
+                    self.completed += 1
+                else:
+                    self._count(record[F_KIND])
             wake = self._wake_future  # self._wake(), inline: once per task
             if wake is not None and not wake.done():
                 wake.set_result(None)

@@ -56,6 +56,7 @@ SHORT_RUN = 16
 # single-row updates it replaces): up to 64 of them, which leaves room for the
 # others in the connection's cache of 128 prepared statements.
 COMPLETE_ROWS = 64
+_kind_of = itemgetter(F_KIND)
 _task_id_of = itemgetter(F_TASK_ID)
 
 
@@ -436,13 +437,14 @@ class SQLiteBackend(Backend):
 
     @staticmethod
     def _finish(c: sqlite3.Connection, finishes: Sequence[Finish]) -> Optional[list[str]]:
-        by_kind: dict[str, list[Finish]] = {}
-        for record in finishes:
-            group = by_kind.get(record[F_KIND])
-            if group is None:
-                by_kind[record[F_KIND]] = [record]
-            else:
-                group.append(record)
+        kinds = set(map(_kind_of, finishes))
+        by_kind: dict[str, Sequence[Finish]]
+        if len(kinds) == 1:  # a drain's batch: all completions, grouped without a loop in Python
+            by_kind = {kinds.pop(): finishes}
+        else:  # kinds in the order they first come, as they are applied
+            by_kind = {}
+            for record in finishes:
+                by_kind.setdefault(record[F_KIND], []).append(record)  # type: ignore[union-attr]
         applied = 0
         for kind, records in by_kind.items():
             if kind == COMPLETE and len(records) > 1 and len(set(map(_task_id_of, records))) == len(records):
