@@ -321,8 +321,13 @@ class Queue:
 
     @staticmethod
     def _tasks(result: CycleResult, request: ClaimRequest) -> list[Task]:
+        """The claimed rows as Tasks, leased per `request`."""
         lease_until, token, worker_id = request.lease_until, request.token, request.worker_id
-        return [_task_from_claim(row, lease_until, token, worker_id) for row in result.claimed]
+        rows: list[ClaimedRow] = result.claimed
+        # What _task_from_claim does, in the comprehension: a call per claimed task cost ~0.5% of a drain.
+        return [Task(tid, ttype, _decode(payload), priority, _RUNNING, attempts, max_attempts, run_at, created_at,
+                     lease_until, token, worker_id, None, None, key)
+                for tid, ttype, payload, priority, attempts, max_attempts, run_at, created_at, key in rows]
 
     def complete_record(self, task: Task, result: Any) -> Finish:
         """The finish record that completes `task` with `result`."""

@@ -59,7 +59,9 @@ else:
             return loop.create_task  # the application chose how Tasks are made
         # What loop.create_task does then, without its Python-level wrapper: about
         # 2,400 of the ~17,000 instructions a handler's Task costs on Python 3.11.
-        return partial(asyncio.Task, loop=loop)
+        # Without a partial and its loop= keyword too (a dict merged and parsed per
+        # call): the Task finds the running loop, which is `loop`, in C.
+        return asyncio.Task
 
 
 # The worker's round trip (acknowledge, recover, claim) starts at once, inside the

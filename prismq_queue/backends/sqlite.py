@@ -18,7 +18,7 @@ import time
 from functools import lru_cache, partial
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
@@ -438,13 +438,14 @@ class SQLiteBackend(Backend):
     @staticmethod
     def _finish(c: sqlite3.Connection, finishes: Sequence[Finish]) -> Optional[list[str]]:
         kinds = set(map(_kind_of, finishes))
-        by_kind: dict[str, Sequence[Finish]]
+        by_kind: Mapping[str, Sequence[Finish]]
         if len(kinds) == 1:  # a drain's batch: all completions, grouped without a loop in Python
             by_kind = {kinds.pop(): finishes}
         else:  # kinds in the order they first come, as they are applied
-            by_kind = {}
+            groups: dict[str, list[Finish]] = {}
             for record in finishes:
-                by_kind.setdefault(record[F_KIND], []).append(record)  # type: ignore[union-attr]
+                groups.setdefault(record[F_KIND], []).append(record)
+            by_kind = groups
         applied = 0
         for kind, records in by_kind.items():
             if kind == COMPLETE and len(records) > 1 and len(set(map(_task_id_of, records))) == len(records):
