@@ -68,20 +68,21 @@ def commit_append(clone, text, message):
     return git("rev-parse", "HEAD", cwd=clone)
 
 
-def make_compare(clone, base):
+def make_compare(clone, base, bench=COST_BENCH, **env_vars):
     env = dict(os.environ, PRISMQ_BENCH_COST_OPS=COST_OP)
-    env.pop("PRISMQ_BENCH_PG", None)
-    cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={COST_BENCH}", f"VENV={sys.prefix}"]
+    for var in ("PRISMQ_BENCH_PG", "PRISMQ_BENCH_PG_DURABLE"):  # the gate starts its own servers
+        env.pop(var, None)
+    env.update(env_vars)
+    cmd = ["make", "-C", clone, "compare", f"BASE={base}", f"BENCH={bench}", f"VENV={sys.prefix}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     out = res.stdout + res.stderr
     print(out[-8000:])
     return res.returncode, out
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory):
-    if not shutil.which("valgrind"):
-        pytest.skip("valgrind is not installed (apt-get install valgrind): no cost figures to gate on")
+def throwaway_clone(tmp_path_factory):
+    """A clone of this repository's committed HEAD on branch gate-test, with asv's
+    environment kept outside it (built once, reused by later runs)."""
     path = str(tmp_path_factory.mktemp("gate") / "repo")
     subprocess.run(["git", "clone", "-q", ROOT, path], check=True)
     if not os.path.exists(os.path.join(path, "benchmarks", "cost.py")):
@@ -96,6 +97,13 @@ def clone(tmp_path_factory):
     with open(conf_path, "w") as f:
         f.write(conf)
     return path
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    if not shutil.which("valgrind"):
+        pytest.skip("valgrind is not installed (apt-get install valgrind): no cost figures to gate on")
+    return throwaway_clone(tmp_path_factory)
 
 
 def test_gate_on_cost_figures(clone):
@@ -118,6 +126,123 @@ def test_gate_on_cost_figures(clone):
     why = out.split(f"Why {COST_FIGURE} changed", 1)
     assert len(why) == 2, "no explanation of the failing cost figure"
     assert "prismq_queue/__init__.py:_gate_slow_claim" in why[1], why[1][:3000]
+
+
+# ---- PostgreSQL in the gate: its own throwaway servers, always stopped ----
+
+# one PostgreSQL figure, at its small size (PRISMQ_BENCH_SMOKE): 50 enqueues per sample
+PG_BENCH = r"^throughput\.DurablePostgres\.time_enqueue_1k$"
+PG_FIGURE = "throughput.DurablePostgres.time_enqueue_1k"
+
+
+def need_postgres():
+    from tools.pg_server import find_bindir
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries are not installed: the gate cannot measure PostgreSQL here")
+
+
+def test_compare_measures_a_postgresql_figure_on_both_commits(tmp_path_factory):
+    need_postgres()
+    repo = throwaway_clone(tmp_path_factory)
+    base = git("rev-parse", "HEAD", cwd=repo)
+    commit_append(repo, COMMENT_ONLY, "comment only")
+    rc, out = make_compare(repo, base, bench=PG_BENCH, PRISMQ_BENCH_SMOKE="1")
+    row = [line.split() for line in out.splitlines() if line.startswith(PG_FIGURE + " ")]
+    assert row, f"{PG_FIGURE} is not in the gate's table"
+    before, after = row[0][1], row[0][2]
+    assert before not in ("skipped", "failed") and after not in ("skipped", "failed"), row[0]
+    assert float(before) > 0 and float(after) > 0, row[0]
+    assert "NOT MEASURED" not in out
+    assert "GATE" in out
+
+
+def port_of(url):
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+def accepts(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_bench_servers_are_stopped_after_an_exception(monkeypatch):
+    need_postgres()
+    from tools.pg_server import BENCH_SERVERS, bench_servers
+    for var, _ in BENCH_SERVERS:
+        monkeypatch.delenv(var, raising=False)
+    ports = []
+    with pytest.raises(RuntimeError, match="boom"):
+        with bench_servers(log=lambda _msg: None) as status:
+            assert status.unmeasured is None, status.missing
+            ports = [port_of(os.environ[var]) for var, _ in BENCH_SERVERS]
+            assert all(accepts(p) for p in ports)
+            raise RuntimeError("boom")
+    assert len(ports) == 2 and not any(accepts(p) for p in ports), "a server outlived its run"
+    assert not any(os.environ.get(var) for var, _ in BENCH_SERVERS)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_bench_servers_are_stopped_on_ctrl_c_and_sigterm(sig):
+    import signal
+    need_postgres()
+    script = ("import os, sys, time\n"
+              "from tools.pg_server import BENCH_SERVERS, bench_servers\n"
+              "with bench_servers(log=lambda m: None):\n"
+              "    print(' '.join(os.environ[v] for v, _ in BENCH_SERVERS), flush=True)\n"
+              "    time.sleep(600)\n")
+    env = {k: v for k, v in TOOLS_ENV.items() if not k.startswith("PRISMQ_BENCH_PG")}
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ports = [port_of(u) for u in proc.stdout.readline().split()]
+        assert len(ports) == 2 and all(accepts(p) for p in ports)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=600)  # two `pg_ctl stop`s on a loaded machine
+    finally:
+        proc.kill()
+    assert proc.returncode != 0, err
+    assert not any(accepts(p) for p in ports), f"a server outlived {sig}"
+
+
+def test_missing_postgresql_is_said_once_and_not_passed_silently(monkeypatch, capsys):
+    from tools import compare
+    from tools.pg_server import bench_servers
+    monkeypatch.setenv("PRISMQ_BENCH_PG", "skip")
+    monkeypatch.delenv("PRISMQ_BENCH_PG_DURABLE", raising=False)
+    monkeypatch.setattr("tools.pg_server.find_bindir", lambda: None)  # no server binaries here
+    said = []
+    with bench_servers(log=said.append) as status:
+        assert "PRISMQ_BENCH_PG" not in os.environ
+    assert len(said) == 1 and "not be measured" in said[0], said
+    assert "PRISMQ_BENCH_PG=skip" in status.unmeasured and "not found" in status.unmeasured
+    nan = float("nan")
+    rows = [("throughput.TimedDrain.time_drain_50k('postgresql')", nan, nan, None, "lower", "skipped on both", ""),
+            ("strategies.Claim.time_claim('x')", nan, nan, None, "lower", "skipped on both", ""),
+            ("throughput.TimedDrain.time_drain_50k('sqlite')", 1.0, 1.0, 1.0, "lower", "same", "")]
+    compare.print_skipped_on_both(rows, status.unmeasured)
+    compare.print_verdict(rows, False, status.unmeasured)
+    out = capsys.readouterr().out
+    assert "PostgreSQL figures NOT MEASURED on either commit (1 figures)" in out, out
+    assert "Skipped on both commits (2, not judged)" in out
+    assert "strategies.Claim.time_claim('x'): asv stores no reason" in out
+    assert "GATE PASSED" in out and "1 PostgreSQL figures were NOT MEASURED" in out, out
+
+
+def test_pg_figures_are_recognised():
+    from tools.pg_server import is_pg_figure
+    for name in ["throughput.TimedDrain.time_drain_50k('postgresql')", "throughput.DurablePostgres.time_drain_20k",
+                 "cost.PostgreSQLClient.track_instructions('postgresql', 'client_drain_per_task')",
+                 "single_calls.IdleWorkersPg.track_ratio('postgresql')",
+                 "peers.PeerRates.track_rate('pgqueuer', 'enqueue')",
+                 "peers.PeerRates.track_rate('prismq_queue_pg', 'enqueue')"]:
+        assert is_pg_figure(name), name
+    for name in ["throughput.TimedDrain.time_drain_50k('sqlite')", "peers.PeerRates.track_rate('huey', 'enqueue')",
+                 "cost.SQLite.track_instructions('drain_per_task')"]:
+        assert not is_pg_figure(name), name
 
 
 # ---- thresholds on fabricated results (seconds, no build) ----

@@ -26,7 +26,7 @@ import time
 from . import offline_dashboard, report
 from .commands import asv, git
 from .machine import MACHINE, MACHINE_ARGS, ensure_machine
-from .pg_server import PostgresUnavailable, TempPostgres
+from .pg_server import bench_servers
 
 
 def step(n, total, text):
@@ -99,33 +99,6 @@ def resolve(range_, branch):
     if ".." in range_:
         return git("rev-list", "--first-parent", range_).split()
     return git("rev-list", "-n1", range_).split()
-
-
-def start_postgres(durable=False):
-    """A throwaway PostgreSQL server for the PostgreSQL benchmarks, when one is installed.
-
-    Two of them: one with fsync and full_page_writes off (PRISMQ_BENCH_PG, most
-    PostgreSQL figures) and one with PostgreSQL's default durability
-    (PRISMQ_BENCH_PG_DURABLE, durable=True: the drain and the enqueue a real deployment
-    gets). Either variable, if set, names a server to use instead ("skip" or "0": none).
-    """
-    var = "PRISMQ_BENCH_PG_DURABLE" if durable else "PRISMQ_BENCH_PG"
-    if os.environ.get(var):
-        if os.environ[var].lower() in ("0", "no", "off", "skip"):
-            del os.environ[var]
-        return None
-    try:
-        server = TempPostgres(durable=durable)
-        server.start()
-    except PostgresUnavailable as exc:
-        print(f"PostgreSQL benchmarks skipped: {exc}")
-        return None
-    except Exception as exc:  # a server that would not start must not stop the SQLite benchmarks
-        print(f"PostgreSQL benchmarks skipped: the throwaway server did not start ({exc})")
-        return None
-    os.environ[var] = server.url
-    print(f"PostgreSQL benchmarks on a throwaway server{' (default durability)' if durable else ''}: {server.url}")
-    return server
 
 
 def run_benchmarks(args, branch, results_dir):
@@ -201,13 +174,10 @@ def read_config(path):
 
 def benchmark(args, branch, results_dir):
     """Step 2 with the throwaway PostgreSQL servers around it; True if a benchmark failed."""
-    servers = [] if args.no_run else [start_postgres(), start_postgres(durable=True)]
-    try:
+    if args.no_run:
         return run_benchmarks(args, branch, results_dir)
-    finally:
-        for server in servers:
-            if server is not None:
-                server.stop()
+    with bench_servers():
+        return run_benchmarks(args, branch, results_dir)
 
 
 def publish(args, html_dir):

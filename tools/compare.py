@@ -32,19 +32,28 @@ Thresholds come from each figure's same-code spread in benchmarks/noise.json
   a figure whose band is wider than NOT_GATED is shown as "not gated: too
   noisy here", never failed and never silently passed; a figure without a
   measured band gets --factor.
+
+PostgreSQL figures are measured on throwaway loopback servers that the gate starts
+and stops itself (tools/pg_server.py, as `make bench` and `make noise` do). Where
+PostgreSQL is not installed they are skipped on both commits, and the verdict says
+that the gate did not measure them: it does not pass them silently. Every figure skipped on both
+commits is listed under the table, with the reason where one is known (asv
+stores none for a skip).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 
 from asv.commands.compare import _is_result_better, unroll_result
 from asv.config import Config
 from asv.results import iter_results_for_machine_and_hash
 
-from . import explain
+from . import explain, pg_server
 from .commands import asv, git
 from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 
@@ -190,8 +199,12 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
             verdict, bad = "NEWLY SKIPPED", True
         elif v1 is None and v2 is not None:
             verdict = "fixed"
+        elif v1 is None and v2 is None:
+            verdict = "failed on both"
+        elif isnan(v1) and isnan(v2):
+            verdict = "skipped on both"
         elif v1 is None or v2 is None or isnan(v1) or isnan(v2):
-            verdict = "failed/skipped" if (v1 is None and v2 is None) else "skipped"
+            verdict = "newly measured" if (v2 is not None and not isnan(v2)) else "skipped (failed before)"
         else:
             slowdown = slowdown_of(v1, v2, better)
             went_worse = (v2 > v1) if better == "lower" else (v2 < v1)
@@ -297,7 +310,34 @@ def run_both(args, base, head):
     asv("compare", "--factor", str(args.factor), "--split", "--machine", MACHINE, base, head)
 
 
-def print_verdict(rows, bad):
+def skip_reason(name, pg_unmeasured):
+    """Why a figure was skipped on both commits, as far as the gate can tell."""
+    if pg_unmeasured and pg_server.is_pg_figure(name):
+        return f"PostgreSQL not measured: {pg_unmeasured}"
+    if name.startswith("cost.") and not shutil.which("valgrind"):
+        return "valgrind is not installed (apt-get install valgrind)"
+    return ("asv stores no reason: its setup raised NotImplementedError (a feature, peer or "
+            "server missing on this machine or commit)")
+
+
+def print_skipped_on_both(rows, pg_unmeasured):
+    """The figures neither commit measured: the gate has not looked at them."""
+    both = [r[0] for r in rows if r[5] == "skipped on both"]
+    failed = [r[0] for r in rows if r[5] == "failed on both"]
+    if failed:
+        print(f"\nFailed on both commits ({len(failed)}, not judged: see asv's output above): {', '.join(failed)}")
+    if pg_unmeasured:
+        pg = [n for n in both if pg_server.is_pg_figure(n)]
+        print(f"\nPostgreSQL figures NOT MEASURED on either commit ({len(pg)} figures): {pg_unmeasured}. "
+              "The gate has not looked at them (install PostgreSQL's server binaries to measure them).")
+    if not both:
+        return
+    print(f"\nSkipped on both commits ({len(both)}, not judged):")
+    for name in both:
+        print(f"  {name}: {skip_reason(name, pg_unmeasured)}")
+
+
+def print_verdict(rows, bad, pg_unmeasured=None):
     """The summary under the table; the names of the figures that failed the gate."""
     slower = [r for r in rows if r[5] == "SLOWER"]
     failing = [r[0] for r in rows if r[5] == "NEWLY FAILING"]
@@ -305,10 +345,16 @@ def print_verdict(rows, bad):
     not_gated = [r[0] for r in rows if r[5].startswith("not gated")]
     if not_gated:
         print(f"\n{len(not_gated)} figure(s) not gated: too noisy here (shown above, judged by nobody).")
+    unmeasured = ""
+    if pg_unmeasured:
+        n = sum(1 for r in rows if r[5] == "skipped on both" and pg_server.is_pg_figure(r[0]))
+        unmeasured = f" ({n} PostgreSQL figures were NOT MEASURED: no server, see above)"
     if not bad:
-        print("\nGATE PASSED: no figure slower beyond its own threshold, none newly failing or skipped.")
+        print("\nGATE PASSED: no figure slower beyond its own threshold, none newly failing or skipped"
+              + (unmeasured or "."))
         return
-    print(f"\nGATE FAILED: {len(slower)} slower, {len(failing)} newly failing, {len(skipped)} newly skipped.")
+    print(f"\nGATE FAILED: {len(slower)} slower, {len(failing)} newly failing, {len(skipped)} newly skipped"
+          + (unmeasured or "."))
     for r in slower:
         s = "" if r[3] is None else f" (slowdown {r[3]:.4f})"
         print(f"  slower: {r[0]}{s}  [{r[6]}]")
@@ -326,10 +372,13 @@ def main(argv=None):
     print(f"noise file {args.noise}: {len(noise)} figures with a measured spread"
           if noise else f"noise file {args.noise} missing: every wall-clock figure gets factor {args.factor}")
     ensure_machine()
-    run_both(args, base, head)
+    # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
+    with (contextlib.nullcontext() if args.no_run else pg_server.bench_servers()) as pg:
+        run_both(args, base, head)
     rows, bad = judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise)
     print_table(rows, args.factor)
-    print_verdict(rows, bad)
+    print_skipped_on_both(rows, pg.unmeasured if pg else None)
+    print_verdict(rows, bad, pg.unmeasured if pg else None)
     cost = [r[0] for r in rows if r[5] == "SLOWER" and r[6].startswith("cost")]
     if cost and not args.no_explain:
         explain.explain(cost, base, head)

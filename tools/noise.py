@@ -27,7 +27,7 @@ import tempfile
 
 from asv.config import Config
 
-from . import compare
+from . import compare, pg_server
 from .commands import git
 from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 
@@ -150,7 +150,9 @@ def main(argv=None):
         load_before = loadavg()
         os.chdir(clone)
         ensure_machine()
-        values = measure(args, a, b)
+        # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
+        with pg_server.bench_servers() as pg:
+            values = measure(args, a, b)
         load_after = loadavg()
     finally:
         os.chdir(ROOT)
@@ -159,7 +161,7 @@ def main(argv=None):
     write(args, measured, {
         "machine": MACHINE, "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": load_after,
-        "date": started, "commit": a, "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
+        "date": started, "commit": a, "postgresql": pg.unmeasured or "measured", "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
         "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != 3 else "")
                    + (f" BENCH='{args.bench}'" if args.bench else "")})
     print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
@@ -167,6 +169,8 @@ def main(argv=None):
         band = "crosses 0" if e["band"] is None else f"{e['band']:.4f}"
         print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}")
     print(f"machine {MACHINE}, {os.cpu_count()} cores, load average before {load_before}, after {load_after}")
+    if pg.unmeasured:
+        print(f"PostgreSQL figures NOT MEASURED (no band for them): {pg.unmeasured}")
     print(f"written to {args.out}")
     return 0
 

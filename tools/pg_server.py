@@ -7,6 +7,10 @@ or from a shell (prints the URL, stops the server on Ctrl-C / SIGTERM):
 
     python -m tools.pg_server
 
+`make bench`, `make compare` and `make noise` run the PostgreSQL benchmarks against the
+servers bench_servers() starts (one with fsync off, one with default durability) and
+always stops them, also on an exception, Ctrl-C or SIGTERM.
+
 PostgreSQL refuses to run as root, so when this runs as root the server runs as
 an unprivileged user ("postgres" if it exists, else "nobody"), and its directory
 is created where that user can reach it. The server is for tests only: trust
@@ -15,17 +19,20 @@ authentication on the loopback interface, fsync off.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from typing import Optional
+from typing import Dict, Iterator, Optional
 
 INSTALL_HINT = ("PostgreSQL server binaries (initdb, pg_ctl) were not found; install them with "
                 "'apt-get install postgresql' (Debian/Ubuntu) or put their directory on PATH "
@@ -188,6 +195,104 @@ class TempPostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# The servers the PostgreSQL benchmarks read (benchmarks/_store.py SERVER_ENV): fsync and
+# full_page_writes off for most figures, PostgreSQL's default durability for the figures a
+# deployment gets. Either variable, if set, names a server to use instead; "skip" (or 0,
+# no, off) measures no PostgreSQL figure.
+BENCH_SERVERS = (("PRISMQ_BENCH_PG", False), ("PRISMQ_BENCH_PG_DURABLE", True))
+SKIP_WORDS = ("0", "no", "off", "skip")
+
+# The figures that need one of those servers: a backend parameter 'postgresql' or
+# 'postgresql_durable', a class named after PostgreSQL, pgqueuer and prismq_queue_pg in the
+# peers. Without a server they are skipped on every commit alike, so a gate that passes
+# has not looked at them: it must say so (tools/compare.py).
+PG_FIGURE_RE = re.compile(r"'postgresql(_durable)?'|Postgres|\bPg|Pg\b|'pgqueuer'|'prismq_queue_pg'")
+
+
+def is_pg_figure(name: str) -> bool:
+    """Whether a benchmark's display name is one of the figures measured on PostgreSQL."""
+    return bool(PG_FIGURE_RE.search(name))
+
+
+class BenchServers:
+    """What bench_servers() set up: the URL of each server variable, or why it has none."""
+
+    def __init__(self) -> None:
+        self.urls: Dict[str, str] = {}
+        self.missing: Dict[str, str] = {}
+
+    @property
+    def unmeasured(self) -> Optional[str]:
+        """Why PostgreSQL figures go unmeasured in this run, or None when every server is there."""
+        if not self.missing:
+            return None
+        return "; ".join(f"{var}: {why}" for var, why in self.missing.items())
+
+
+@contextlib.contextmanager
+def bench_servers(log=print) -> Iterator[BenchServers]:
+    """Throwaway loopback servers for the PostgreSQL benchmarks, for the body of the `with`.
+
+    Sets PRISMQ_BENCH_PG and PRISMQ_BENCH_PG_DURABLE to their URLs while it lasts. Missing
+    server binaries are reported once and the run goes on without PostgreSQL (the status
+    says why: status.unmeasured). The servers are stopped and the variables restored on
+    any exit: an exception, Ctrl-C (KeyboardInterrupt), or SIGTERM (turned into SystemExit
+    here, so the same clean-up runs).
+    """
+    status = BenchServers()
+    servers = []
+    saved_env = {var: os.environ.get(var) for var, _ in BENCH_SERVERS}
+    restore_term = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        restore_term = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        unavailable = None
+        for var, durable in BENCH_SERVERS:
+            given = os.environ.get(var)
+            if given and given.lower() in SKIP_WORDS:
+                del os.environ[var]
+                status.missing[var] = f"{var}={given}"
+                continue
+            if given:  # a server of the caller's
+                status.urls[var] = given
+                continue
+            if unavailable is not None:  # said once already
+                status.missing[var] = unavailable
+                continue
+            try:
+                server = TempPostgres(durable=durable)
+            except PostgresUnavailable as exc:
+                unavailable = str(exc)
+                log(f"PostgreSQL figures will not be measured: {exc}")
+                status.missing[var] = unavailable
+                continue
+            try:
+                server.start()
+            except Exception as exc:  # a server that would not start must not stop the SQLite figures
+                status.missing[var] = f"the throwaway server did not start ({exc})"
+                log(f"PostgreSQL figures of {var} will not be measured: {status.missing[var]}")
+                continue
+            servers.append(server)
+            os.environ[var] = status.urls[var] = server.url
+            log(f"PostgreSQL benchmarks ({var}) on a throwaway server"
+                f"{' with default durability' if durable else ''}: {server.url}")
+        yield status
+    finally:
+        for server in servers:
+            server.stop()
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        if restore_term is not None:
+            signal.signal(signal.SIGTERM, restore_term)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main() -> None:
