@@ -14,12 +14,19 @@
 #   make compare [BASE=main]        the pull-request gate: HEAD against its merge base
 #        BENCH=regex                with BASE; exits non-zero when a figure got worse beyond
 #                                   its own threshold (benchmarks/noise.json: cost figures
-#                                   fail at +1%, wall clocks outside their measured band)
-#        FACTOR=...                 the threshold of wall-clock figures with no measured band
+#                                   fail at +1%, wall clocks outside their measured band);
+#                                   wall clocks whose band is too wide, comes from fewer than
+#                                   6 values, or is missing are shown "not gated"
+#        FACTOR=...                 gate those last two kinds at this factor instead
 #        ROUNDS=n                   asv rounds per commit: more samples for time_ benchmarks;
 #                                   a track_ figure is just measured n times, asv keeps the last
+#                                   (no more samples, no steadier value: its band decides alone)
 #   make noise [NOISE_ROUNDS=3]     measure each figure's same-code spread on this machine and
-#        BENCH=regex                write it to benchmarks/noise.json (the gate's thresholds)
+#        BENCH=regex                write it to benchmarks/noise.json (the gate's thresholds);
+#                                   3 rounds = 6 values per figure, the fewest a band must
+#                                   come from to gate (tools/compare.py MIN_BAND_VALUES)
+#   make bench, compare and noise start throwaway PostgreSQL servers for the PostgreSQL
+#   figures (tools/pg_server.py); without PostgreSQL those figures are reported unmeasured.
 #
 # The cost family (benchmarks/cost.py) counts instructions with valgrind: install the
 # Debian/Ubuntu package `valgrind` (.ci/run does); without it those figures are skipped.
@@ -37,9 +44,11 @@ QUICK ?=
 BENCH ?=
 BASE ?= main
 ROUNDS ?=
-# Only for wall-clock figures that benchmarks/noise.json has no band for: every
-# other figure's threshold comes from its own measured spread (tools/compare.py).
-FACTOR ?= 1.5
+# Empty: wall-clock figures without a band of at least 6 values are shown, not gated.
+# Set, it gates them at this factor; every other figure's threshold comes from its own
+# measured spread (tools/compare.py).
+FACTOR ?=
+# 2 values per round: 3 rounds give the 6 a band needs to gate (tools/compare.py MIN_BAND_VALUES)
 NOISE_ROUNDS ?= 3
 
 .PHONY: test lint venv asv bench preview compare noise clean
@@ -83,7 +92,7 @@ preview: $(ASV_STAMP)
 	$(VENV)/bin/asv preview
 
 compare: $(ASV_STAMP)
-	$(PY) -m tools.compare --base '$(BASE)' --factor '$(FACTOR)' $(if $(BENCH),--bench '$(BENCH)') \
+	$(PY) -m tools.compare --base '$(BASE)' $(if $(FACTOR),--factor '$(FACTOR)') $(if $(BENCH),--bench '$(BENCH)') \
 	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
 
 noise: $(ASV_STAMP)

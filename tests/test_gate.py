@@ -278,6 +278,18 @@ class Figures:
         return FIG["wide"]
     track_wide.unit = "ms"
 
+    def track_steady(self):
+        return FIG["steady"]
+    track_steady.unit = "ms"
+
+    def track_few(self):
+        return FIG["few"]
+    track_few.unit = "ms"
+
+    def track_unbanded(self):
+        return FIG["unbanded"]
+    track_unbanded.unit = "ms"
+
 
 class Optional:
     def setup(self):
@@ -300,25 +312,39 @@ class Batch:
 # Batch sleeps a whole second (4 s from h4): on a loaded machine a sleep overruns by tens
 # of milliseconds, which must stay inside its 10% floor (0.05 s once read 0.085 s here).
 BASE = {"rate": 1000.0, "latency": 1.0, "cost": 100000, "lost": 0, "growth": 0.0, "wide": 1.0,
-        "skip": False, "sleep": 1.0}
+        "steady": 1.0, "few": 1.0, "unbanded": 1.0, "skip": False, "sleep": 1.0}
+# h2's moves of the wall-clock figures stay for the rest of the history
+MOVED = {"rate": 500.0, "steady": 1.5, "few": 2.0, "unbanded": 2.0}
 HISTORY = [
     {},                                                         # h0
-    {"rate": 1020.0, "cost": 100500, "growth": 0.004},          # h1: all inside thresholds
-    {"rate": 500.0},                                            # h2: rate halved (beyond its band)
-    {"rate": 500.0, "cost": 101600},                            # h3: +1.09% instructions
-    {"rate": 500.0, "cost": 101600, "lost": 1, "wide": 1.6,
-     "sleep": 4.0},                                            # h4: 0 -> 1 lost task
-    {"rate": 500.0, "cost": 101600, "lost": 1, "wide": 1.6, "skip": True,
-     "sleep": 4.0},                                            # h5: skipped on HEAD
+    {"rate": 1020.0, "cost": 100500, "growth": 0.004,           # h1: all inside thresholds
+     "steady": 1.15},                                           # (a track_: band 1.10 squared)
+    {**MOVED},                                                  # h2: rate halved (beyond its band)
+    {**MOVED, "cost": 101600},                                  # h3: +1.09% instructions
+    {**MOVED, "cost": 101600, "lost": 1, "wide": 1.6,
+     "sleep": 4.0},                                             # h4: 0 -> 1 lost task
+    {**MOVED, "cost": 101600, "lost": 1, "wide": 1.6, "skip": True,
+     "sleep": 4.0},                                             # h5: skipped on HEAD
 ]
+
+
+def same_code(lo, hi, n=6):
+    """n same-code values from lo to hi (make noise writes them beside each band)."""
+    return [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+
+
 NOISE = {"benchmarks": {
-    "tiny.Figures.track_rate": {"band": 1.03, "abs_spread": 30},
-    "tiny.Figures.track_latency": {"band": 1.2, "abs_spread": 0.2},
-    "tiny.Figures.track_cost": {"band": 1.0004, "abs_spread": 40},
-    "tiny.Figures.track_lost_tasks": {"band": 1.0, "abs_spread": 0},
-    "tiny.Figures.track_rss_growth": {"band": None, "abs_spread": 0.01},
-    "tiny.Figures.track_wide": {"band": 1.8, "abs_spread": 0.8},
-    "tiny.Batch.time_batch": {"band": 1.05, "abs_spread": 0.001},
+    "tiny.Figures.track_rate": {"band": 1.03, "abs_spread": 30, "values": same_code(1000, 1030)},
+    "tiny.Figures.track_latency": {"band": 1.2, "abs_spread": 0.2, "values": same_code(1.0, 1.2)},
+    "tiny.Figures.track_cost": {"band": 1.0004, "abs_spread": 40, "values": same_code(100000, 100040, 4)},
+    "tiny.Figures.track_lost_tasks": {"band": 1.0, "abs_spread": 0, "values": [0, 0, 0, 0]},
+    "tiny.Figures.track_rss_growth": {"band": None, "abs_spread": 0.01, "values": same_code(0.0, 0.01, 4)},
+    "tiny.Figures.track_wide": {"band": 1.8, "abs_spread": 0.8, "values": same_code(1.0, 1.8)},
+    "tiny.Figures.track_steady": {"band": 1.1, "abs_spread": 0.1, "values": same_code(1.0, 1.1)},
+    # a band from 4 values (2 rounds of make noise): too few to gate on
+    "tiny.Figures.track_few": {"band": 1.05, "abs_spread": 0.05, "values": [1.0, 1.05, float("nan"), 1.02, 1.01]},
+    # tiny.Figures.track_unbanded: not in the noise file (a new benchmark)
+    "tiny.Batch.time_batch": {"band": 1.05, "abs_spread": 0.001, "values": same_code(1.0, 1.05)},
 }}
 
 
@@ -355,10 +381,9 @@ def tiny_history(tmp_path_factory):
     return repo, hashes
 
 
-def judge_pair(repo, base, head):
-    res = subprocess.run([sys.executable, "-m", "tools.compare", "--no-run",
-                          "--factor", "1.5", "--base", base, "--head", head,
-                          "--noise", str(repo / "noise.json")],
+def judge_pair(repo, base, head, *extra):
+    res = subprocess.run([sys.executable, "-m", "tools.compare", "--no-run", *extra,
+                          "--base", base, "--head", head, "--noise", str(repo / "noise.json")],
                          cwd=repo, capture_output=True, text=True, env=TOOLS_ENV)
     rows = {}
     for m in re.finditer(r"^(tiny\.\w+\.\w+)\s.*?\s(higher|lower)\s+(.*?)  \[", res.stdout, re.M):
@@ -372,6 +397,8 @@ def test_thresholds_inside_every_band_pass(tiny_history):
     assert rows["tiny.Figures.track_rate"].startswith("same"), out   # +2%: inside the band
     assert rows["tiny.Figures.track_cost"].startswith("same"), out   # +0.5% instructions: under 1%
     assert rows["tiny.Figures.track_rss_growth"].startswith("same"), out  # 0.000 -> 0.004 MiB
+    # a track_ has no samples to back its band: 1.15x is inside 1.10 squared
+    assert rows["tiny.Figures.track_steady"].startswith("same"), out
     assert rc == 0, out
 
 
@@ -379,7 +406,22 @@ def test_wall_clock_figure_beyond_its_band_fails(tiny_history):
     repo, h = tiny_history
     rc, rows, out = judge_pair(repo, h[1], h[2])
     assert rows["tiny.Figures.track_rate"] == "SLOWER", out  # tasks/s halved: a drop of a rate
+    assert rows["tiny.Figures.track_steady"] == "SLOWER", out  # 1.30x: beyond 1.10 squared
     assert rc == 1, out
+
+
+def test_band_from_too_few_values_or_none_is_shown_not_gated(tiny_history):
+    repo, h = tiny_history
+    rc, rows, out = judge_pair(repo, h[1], h[2])
+    # both doubled, and neither is gated: labelled, not silently passed, not gated at a factor
+    assert rows["tiny.Figures.track_few"] == "not gated: band from 4 values, needs 6", out
+    assert rows["tiny.Figures.track_unbanded"].startswith("not gated: no band measured"), out
+    assert "1 band from too few values" in out and "2 no band measured" in out, out
+    # an explicit FACTOR gates them, and says so
+    rc, rows, out = judge_pair(repo, h[1], h[2], "--factor", "1.5")
+    assert rows["tiny.Figures.track_few"] == "SLOWER", out
+    assert rows["tiny.Figures.track_unbanded"] == "SLOWER", out
+    assert "FACTOR=1.5 given" in out
 
 
 def test_cost_figure_fails_at_one_percent(tiny_history):
@@ -430,6 +472,9 @@ def test_report_rates_steps_and_bands(tiny_history, tmp_path):
     # a step no larger than the figure's band is labelled noise
     wide = steps.get(("tiny.Figures.track_wide", h[4]))
     assert wide and wide["verdict"].startswith("noise"), steps
+    # ... but not by a band from too few values (the gate does not believe it either)
+    few = steps.get(("tiny.Figures.track_few", h[2]))
+    assert few and few["verdict"].startswith("band from 4 values: not judged"), steps
     md = (tmp_path / "report.md").read_text()
     assert "same-code band" in md and "noise (inside its band)" in md
 

@@ -26,12 +26,18 @@ Thresholds come from each figure's same-code spread in benchmarks/noise.json
   "errors", "rounds") or negative (RSS growth) are judged on an absolute scale:
   they fail when they worsen by at least 1 (count) / 1 MiB (growth), or 3x
   their own absolute spread if that is larger;
-* wall-clock figures fail only when the slowdown is beyond their band (never
-  narrower than WALL_FLOOR) AND asv's statistics on the two sample sets agree
-  (time_ benchmarks have samples; a track_ has none, so its band alone decides);
-  a figure whose band is wider than NOT_GATED is shown as "not gated: too
-  noisy here", never failed and never silently passed; a figure without a
-  measured band gets --factor.
+* wall-clock figures are gated only by a band that can be believed: one measured
+  from at least MIN_BAND_VALUES same-code values, and no wider than NOT_GATED.
+  A time_ figure fails when the slowdown is beyond its band (never narrower than
+  WALL_FLOOR) AND asv's statistics on the two sample sets agree; a track_ figure
+  has no samples, so nothing backs its band up: it fails beyond the band squared
+  (TRACK_BAND_POWER);
+* every other wall-clock figure is shown and labelled, never failed and never
+  silently passed: "not gated: too noisy here" (band wider than NOT_GATED),
+  "not gated: band from 4 values, needs 6" (too few values), "not gated: no
+  band measured" (a benchmark missing from the noise file, e.g. a new one:
+  `make noise BENCH=regex` measures it).  Only an explicit --factor (make
+  compare FACTOR=...) gates those last two kinds, at that factor, and says so.
 
 PostgreSQL figures are measured on throwaway loopback servers that the gate starts
 and stops itself (tools/pg_server.py, as `make bench` and `make noise` do). Where
@@ -109,10 +115,22 @@ def isnan(v):
 # (prismq_queue on SQLite, prismq_queue_pg on PostgreSQL) and every ratio stay judged.
 DEFAULT_IGNORE = r"^peers\.PeerRates\.track_rate\('(?!prismq_queue(_pg)?')"
 
+ASV_FACTOR = 1.5       # only for asv's own table, printed beside the gate's (it judges nothing)
 COST_MIN = 1.01        # a cost figure fails on a rise of 1% or more ...
 COST_SPREADS = 3       # ... or of 3x its same-code spread, whichever is larger
 WALL_FLOOR = 1.10      # six same-code values do not show a wall clock's whole spread
 NOT_GATED = 1.5        # a wall-clock band wider than this cannot be gated here
+# The fewest same-code values a wall-clock band must come from to gate its figure: 6,
+# i.e. 3 rounds of `make noise` (each round measures the two same-code commits once).
+# The band is max/min of those values, and a small sample's range underestimates the
+# spread: with 4 values (2 rounds, under load) a comment-only commit moved two track_
+# figures 1.16x and 1.45x past bands of 1.07 and 1.20. For normal noise, the chance that
+# a same-code pair differs by more than the range of n values is 11% at n=4, 6% at n=6.
+MIN_BAND_VALUES = 6
+# A track_ figure has no samples, so asv's statistics cannot back its band up: it fails
+# only beyond band ** 2 (twice the range, on a log scale). For normal noise the chance
+# that a same-code pair differs by twice the range of 6 values is 0.7% (1.9% at 1.5x).
+TRACK_BAND_POWER = 2
 ABS_UNITS = {"tasks": 1, "errors": 1, "rounds": 1}  # counts: 0 -> 1 is a real change
 ABS_GROWTH_MIN = 1.0   # MiB: RSS growth wobbles by a few KiB
 
@@ -126,12 +144,18 @@ def read_noise(path):
         return {}
 
 
-def rule_for(name, key, meta, noise, factor):
+def band_values(entry):
+    """How many same-code values (not failed, not skipped) an entry's band comes from."""
+    return sum(1 for v in entry.get("values") or [] if isinstance(v, (int, float)) and v == v)
+
+
+def rule_for(name, key, meta, noise, factor=None):
     """How one figure is judged: (kind, threshold, band, note).
 
     kind "cost": threshold is a slowdown ratio; "absolute": a worsening in the figure's
-    unit; "wall": a slowdown ratio that asv's statistics must also confirm;
-    "not gated": shown only.
+    unit; "wall": a slowdown ratio (of a time_ figure, asv's statistics must also
+    confirm it); "not gated": shown only. factor: None, or the explicit threshold of
+    wall-clock figures with no band that can be believed.
     """
     unit = (meta.get("unit") or "").strip()
     entry = noise.get(name) or {}
@@ -146,10 +170,18 @@ def rule_for(name, key, meta, noise, factor):
         return "absolute", thr, band, f"absolute: fails at +{thr:g} {unit}"
     if band is None and "abs_spread" in entry:
         return "not gated", None, None, "not gated: too noisy here (crosses 0)"
-    if band is None:
-        return "wall", factor, None, f"no noise measured: factor {factor:g}"
-    if band > NOT_GATED:
+    n = band_values(entry)
+    if band is not None and band > NOT_GATED:
         return "not gated", None, band, f"not gated: too noisy here (band {band:.2f})"
+    if band is None or n < MIN_BAND_VALUES:
+        why = ("no band measured (make noise BENCH=...)" if band is None
+               else f"band from {n} values, needs {MIN_BAND_VALUES}")
+        if factor is None:
+            return "not gated", None, band, f"not gated: {why}"
+        return "wall", factor, band, f"{why}: FACTOR={factor:g} given"
+    if (meta.get("type") or key.rsplit(".", 1)[-1].split("_", 1)[0]) == "track":
+        thr = max(band ** TRACK_BAND_POWER, WALL_FLOOR)
+        return "wall", thr, band, f"band {band:.2f} (no samples): fails beyond {thr:.2f}"
     thr = max(band, WALL_FLOOR)
     return "wall", thr, band, f"band {band:.2f}: fails beyond {thr:.2f} if asv's statistics agree"
 
@@ -165,6 +197,7 @@ def slowdown_of(v1, v2, better):
 
 
 def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE, noise=None):
+    """factor: None, or the explicit threshold of wall-clock figures without a believable band."""
     """Rows of (name, before, after, slowdown, better, verdict, note) and the overall failure flag."""
     try:
         with open(os.path.join(conf.results_dir, "benchmarks.json")) as f:
@@ -249,8 +282,9 @@ def fmt(v):
 
 
 def print_table(rows, factor):
-    print(f"\nGate (each figure in its own direction, with its own threshold from the noise file; "
-          f"slowdown > 1 is slower; --factor {factor:g} only where no noise was measured):")
+    print("\nGate (each figure in its own direction, with its own threshold from the noise file; "
+          "slowdown > 1 is slower; " + ("wall clocks without a believable band: not gated)" if factor is None else
+                                       f"--factor {factor:g} where no believable band was measured):"))
     width = max((len(r[0]) for r in rows), default=10)
     print(f"{'benchmark':<{width}}  {'before':>10}  {'after':>10}  {'slowdown':>8}  better  verdict  [rule]")
     for name, v1, v2, slowdown, better, verdict, note in rows:
@@ -262,10 +296,11 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="main", help="branch or commit; its merge base with HEAD is compared")
     ap.add_argument("--head", default="HEAD")
-    ap.add_argument("--factor", type=float, required=True,
-                    help="threshold of wall-clock figures that have no band in the noise file")
+    ap.add_argument("--factor", type=float, default=None,
+                    help="gate wall-clock figures that have no band in the noise file, or one from fewer "
+                         f"than {MIN_BAND_VALUES} values, at this factor (default: show them, not gated)")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
-    ap.add_argument("--quick", action="store_true", help="one sample each (statistics then use only the factor)")
+    ap.add_argument("--quick", action="store_true", help="one sample each (statistics then use only the band)")
     ap.add_argument("--rounds", type=int, default=0,
                     help="asv rounds per commit (-a rounds=N): more samples for time_ benchmarks; "
                          "a track_ is then measured N times and asv keeps only the last value")
@@ -293,7 +328,7 @@ def commits(base_ref, head_ref):
 def run_both(args, base, head):
     """asv continuous on both commits; then asv's own table, which it skips when a benchmark failed."""
     if not args.no_run:
-        cont = ["continuous", "--factor", str(args.factor), "--show-stderr", "--split", *MACHINE_ARGS]
+        cont = ["continuous", "--factor", str(args.factor or ASV_FACTOR), "--show-stderr", "--split", *MACHINE_ARGS]
         if args.bench:
             cont += ["--bench", args.bench]
         if args.quick:
@@ -307,7 +342,7 @@ def run_both(args, base, head):
         # in which case asv did not print the table.  Either way: print it and judge below.
     print("\nasv compare (asv's view: one factor for all, a rise is always 'worse', also for rates):",
           flush=True)
-    asv("compare", "--factor", str(args.factor), "--split", "--machine", MACHINE, base, head)
+    asv("compare", "--factor", str(args.factor or ASV_FACTOR), "--split", "--machine", MACHINE, base, head)
 
 
 def skip_reason(name, pg_unmeasured):
@@ -344,7 +379,14 @@ def print_verdict(rows, bad, pg_unmeasured=None):
     skipped = [r[0] for r in rows if r[5] == "NEWLY SKIPPED"]
     not_gated = [r[0] for r in rows if r[5].startswith("not gated")]
     if not_gated:
-        print(f"\n{len(not_gated)} figure(s) not gated: too noisy here (shown above, judged by nobody).")
+        kinds = {}
+        for r in rows:
+            if r[5].startswith("not gated"):
+                why = re.sub(r"\s*\(.*|: band from \d+ values.*", "", r[5][len("not gated: "):])
+                why = "band from too few values" if r[5].startswith("not gated: band from") else why
+                kinds[why] = kinds.get(why, 0) + 1
+        print(f"\n{len(not_gated)} figure(s) shown but NOT GATED (judged by nobody): "
+              + ", ".join(f"{n} {why}" for why, n in sorted(kinds.items())) + ".")
     unmeasured = ""
     if pg_unmeasured:
         n = sum(1 for r in rows if r[5] == "skipped on both" and pg_server.is_pg_figure(r[0]))
@@ -370,7 +412,8 @@ def main(argv=None):
     base, head = commits(args.base, args.head)
     noise = read_noise(args.noise)
     print(f"noise file {args.noise}: {len(noise)} figures with a measured spread"
-          if noise else f"noise file {args.noise} missing: every wall-clock figure gets factor {args.factor}")
+          if noise else f"noise file {args.noise} missing: no wall-clock figure has a band"
+          + ("" if args.factor is None else f" (each gets FACTOR={args.factor:g})"))
     ensure_machine()
     # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
     with (contextlib.nullcontext() if args.no_run else pg_server.bench_servers()) as pg:

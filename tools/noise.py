@@ -34,6 +34,8 @@ from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "noise.json")
+# each round measures the two same-code commits once: 2 values per figure per round
+DEFAULT_ROUNDS = -(-compare.MIN_BAND_VALUES // 2)
 
 
 def sh(cmd, cwd):
@@ -79,7 +81,9 @@ def summarize(values_by_name):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3, help="asv continuous runs of A and B")
+    ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                    help=f"asv continuous runs of A and B (default {DEFAULT_ROUNDS}: the "
+                         f"{compare.MIN_BAND_VALUES} values a band needs to gate a figure)")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--asv-rounds", type=int, default=0, help="asv rounds per commit (-a rounds=N)")
@@ -162,9 +166,12 @@ def main(argv=None):
         "machine": MACHINE, "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": load_after,
         "date": started, "commit": a, "postgresql": pg.unmeasured or "measured", "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
-        "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != 3 else "")
+        "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != DEFAULT_ROUNDS else "")
                    + (f" BENCH='{args.bench}'" if args.bench else "")})
     print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
+    if 2 * args.rounds < compare.MIN_BAND_VALUES:
+        print(f"NOTE: {2 * args.rounds} values per figure: make compare gates no wall-clock figure on a band "
+              f"from fewer than {compare.MIN_BAND_VALUES} (NOISE_ROUNDS={DEFAULT_ROUNDS} or more)")
     for name, e in sorted(measured.items(), key=lambda kv: -(kv[1]["band"] or float("inf"))):
         band = "crosses 0" if e["band"] is None else f"{e['band']:.4f}"
         print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}")

@@ -45,7 +45,7 @@ from asv.config import Config
 from asv.results import iter_results_for_machine
 
 from .commands import git
-from .compare import better_of, read_noise  # one rule for "which way is better"
+from .compare import MIN_BAND_VALUES, band_values, better_of, read_noise  # one rule for "which way is better"
 
 STEP_THRESHOLD = 0.05  # relative size below which a step of a wall-clock figure is not reported
 COST_STEP_THRESHOLD = 0.005  # cost figures are counted, not timed: 0.5% is already real
@@ -247,10 +247,14 @@ def all_figures(bench_meta, declared, rates):
                    "unit": "tasks/s" if key in rates else (m.get("unit") or "")}
 
 
-def band_label(step, band):
-    """'noise' when a step is no larger than the figure's same-code band, else 'real'."""
+def band_label(step, band, n_values=MIN_BAND_VALUES, cost=False):
+    """'noise' when a step is no larger than the figure's same-code band, else 'real'.
+    A wall clock's band from fewer than MIN_BAND_VALUES values calls nothing noise (the
+    gate does not believe it either); a cost figure's band is a count's spread, kept."""
     if band is None:
         return "no band measured"
+    if n_values < MIN_BAND_VALUES and not cost:
+        return f"band from {n_values} values: not judged (needs {MIN_BAND_VALUES})"
     b, a = step["value_before"], step["value_after"]
     if not b or not a or (a > 0) != (b > 0):
         return "real"
@@ -332,9 +336,10 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
 
     declared = {e["name"]: e["better"] for e in targets if "better" in e and not e.get("peer")}
     for fig in all_figures(bench_meta, declared, rates):
-        band = (noise.get(fig["display"]) or {}).get("band")
+        entry = noise.get(fig["display"]) or {}
+        band = entry.get("band")
         for g in steps_for(hist, fig, COST_STEP_THRESHOLD if fig["cost"] else STEP_THRESHOLD):
-            g["band"], g["verdict"] = band, band_label(g, band)
+            g["band"], g["verdict"] = band, band_label(g, band, band_values(entry), fig["cost"])
             step_regs.append(g)
     step_regs.sort(key=lambda g: (g["verdict"] != "real", -abs(g["change"] or 0)))
 
