@@ -154,6 +154,10 @@ def test_compare_measures_a_postgresql_figure_on_both_commits(tmp_path_factory):
     assert float(before) > 0 and float(after) > 0, row[0]
     assert "NOT MEASURED" not in out
     assert "GATE" in out
+    # the gate's own wall time and each commit's share, for a change's closing note
+    assert re.search(r"^make compare wall time \d+m\d+\.\ds", out, re.M), out[-3000:]
+    per = re.search(r"^per commit .*: base (\d+)m([\d.]+)s, head (\d+)m([\d.]+)s", out, re.M)
+    assert per and all(float(per.group(i)) * 60 + float(per.group(i + 1)) > 0 for i in (1, 3)), out[-3000:]
 
 
 def port_of(url):

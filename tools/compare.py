@@ -54,6 +54,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 from asv.commands.compare import _is_result_better, unroll_result
 from asv.config import Config
@@ -345,6 +346,36 @@ def run_both(args, base, head):
     asv("compare", "--factor", str(args.factor or ASV_FACTOR), "--split", "--machine", MACHINE, base, head)
 
 
+def commit_seconds(conf, machine, commit, since_ms):
+    """Seconds asv spent on one commit in this run: the durations it recorded for the
+    benchmarks it started after since_ms (a JS timestamp), plus the commit's build and
+    setup_cache steps. Both commits' rounds interleave, so a span of start times would
+    overlap; this is the time each one cost."""
+    total, counted = 0.0, False
+    for res in iter_results_for_machine_and_hash(conf.results_dir, machine, commit):
+        for key, seconds in res.duration.items():
+            if key.startswith("<"):  # <build>, <setup_cache ...>
+                total += seconds or 0
+            elif (res.started_at.get(key) or 0) >= since_ms:
+                total += seconds or 0
+                counted = True
+    return total if counted else None
+
+
+def minutes(seconds):
+    return "n/a" if seconds is None else f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def print_times(conf, base, head, t_start, since_ms):
+    """The gate's wall time and each commit's share (for the closing note of a change)."""
+    wall = time.monotonic() - t_start
+    per = {c: commit_seconds(conf, MACHINE, c, since_ms) for c in (base, head)}
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nmake compare wall time {minutes(wall)} (load average now {load})")
+    print(f"per commit (asv's recorded durations: build, setup_cache, benchmarks): "
+          f"base {minutes(per[base])}, head {minutes(per[head])}")
+
+
 def skip_reason(name, pg_unmeasured):
     """Why a figure was skipped on both commits, as far as the gate can tell."""
     if pg_unmeasured and pg_server.is_pg_figure(name):
@@ -407,6 +438,7 @@ def print_verdict(rows, bad, pg_unmeasured=None):
 
 
 def main(argv=None):
+    t_start, since_ms = time.monotonic(), int(time.time() * 1000)
     args = parse_args(argv)
     conf = Config.load(args.config)
     base, head = commits(args.base, args.head)
@@ -421,10 +453,12 @@ def main(argv=None):
     rows, bad = judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise)
     print_table(rows, args.factor)
     print_skipped_on_both(rows, pg.unmeasured if pg else None)
-    print_verdict(rows, bad, pg.unmeasured if pg else None)
     cost = [r[0] for r in rows if r[5] == "SLOWER" and r[6].startswith("cost")]
     if cost and not args.no_explain:
         explain.explain(cost, base, head)
+    if not args.no_run:
+        print_times(conf, base, head, t_start, since_ms)
+    print_verdict(rows, bad, pg.unmeasured if pg else None)
     return 1 if bad else 0
 
 
