@@ -19,6 +19,7 @@ Runs with the Python that has asv installed (make bench: .venv/bin/python -m too
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -162,6 +163,44 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def branch_here(branch):
+    """The configured branch when this clone has it, else the branch checked out.
+
+    A clone of a worktree or of a fork can lack a local `main`; asv publish and the report
+    then failed on `git rev-list main`. There the history, the dashboard and the report
+    follow the checked-out branch instead, and say so.
+    """
+    try:
+        git("rev-parse", "--verify", "-q", f"refs/heads/{branch}")
+        return branch
+    except subprocess.CalledProcessError:
+        pass
+    try:
+        here = git("symbolic-ref", "-q", "--short", "HEAD")
+    except subprocess.CalledProcessError:
+        here = "HEAD"  # detached: the history is HEAD's first parents
+    print(f"note: this clone has no branch {branch!r}: the history, dashboard and report follow {here!r}")
+    return here
+
+
+def publish_config(config_path, branch):
+    """asv.conf.json with `branches` set to [branch], for asv publish, kept beside asv's
+    other files in .asv/ (asv reads a config's relative paths from the config's own
+    directory, so they are made absolute)."""
+    with open(config_path) as f:
+        conf = json.loads("".join(line for line in f if not line.lstrip().startswith("//")))
+    conf["branches"] = [branch]
+    root = os.path.dirname(os.path.abspath(config_path))
+    for key in ("repo", "benchmark_dir", "env_dir", "results_dir", "html_dir"):
+        if key in conf:
+            conf[key] = os.path.join(root, conf[key])
+    path = os.path.join(".asv", f"publish-{branch.replace('/', '_')}.conf.json")
+    os.makedirs(".asv", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(conf, f, indent=1)
+    return path
+
+
 def read_config(path):
     """(branch, results_dir, html_dir) of asv.conf.json."""
     with open(path) as f:
@@ -180,9 +219,12 @@ def benchmark(args, branch, results_dir):
         return run_benchmarks(args, branch, results_dir)
 
 
-def publish(args, html_dir):
+def publish(args, html_dir, branch, configured):
     """Step 3: asv publish, then a dashboard that loads nothing from other hosts."""
-    asv("publish", check=True)
+    if branch == configured:
+        asv("publish", check=True)
+    else:
+        asv("publish", "--config", publish_config(args.config, branch), check=True)
     cache = args.vendor_cache or os.path.join(os.path.dirname(html_dir) or ".", "vendor-build")
     if offline_dashboard.main(["--html", html_dir, "--cache", cache]) != 0:
         raise SystemExit("could not make the dashboard self-contained")
@@ -199,7 +241,8 @@ def say_where(html_dir, t_start):
 
 def main(argv=None):
     args = parse_args(argv)
-    branch, results_dir, html_dir = read_config(args.config)
+    configured, results_dir, html_dir = read_config(args.config)
+    branch = branch_here(configured)
     t_start = time.monotonic()
     step(1, 5, "asv machine")
     ensure_machine()
@@ -207,9 +250,9 @@ def main(argv=None):
     failed = benchmark(args, branch, results_dir)
     print(f"(elapsed {time.monotonic() - t_start:.0f} s)")
     step(3, 5, "asv publish + offline dashboard")
-    publish(args, html_dir)
+    publish(args, html_dir, branch, configured)
     step(4, 5, "report")
-    if report.main(["--config", args.config, "--targets", args.targets]) != 0:
+    if report.main(["--config", args.config, "--targets", args.targets, "--branch", branch]) != 0:
         raise SystemExit("report failed")
     step(5, 5, "done")
     say_where(html_dir, t_start)

@@ -480,8 +480,11 @@ def main(argv=None):
     ap.add_argument("--rates", default=DEFAULT_RATES, help="tasks per call of time_ benchmarks")
     ap.add_argument("--noise", default=None, help="same-code bands (default: benchmarks/noise.json)")
     ap.add_argument("--out", default=None, help="folder for report.md/.json (default: .asv)")
+    ap.add_argument("--branch", default=None, help="the history's branch (default: asv.conf.json's first)")
     args = ap.parse_args(argv)
     conf = Config.load(args.config)
+    if args.branch:
+        conf.branches = [args.branch]
     conf.repo_dir = os.path.dirname(os.path.abspath(args.config))
     if not os.path.exists(args.targets):
         print(f"error: {args.targets} not found (headline figures and targets)", file=sys.stderr)
