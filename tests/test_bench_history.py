@@ -133,3 +133,24 @@ def test_report_says_not_run_for_parameters_nothing_stored_matches():
     entry = {"name": bench["name"], "params": {"backend": "'postgresql'"}}
     assert report.entry_state(hist, "c" * 40, entry) == "missing"
     assert report.entry_state(hist, "c" * 40, dict(entry, params={"backend": "'sqlite'"})) == "ok"
+
+
+def test_a_clone_without_main_follows_its_own_branch(tmp_path, monkeypatch):
+    """A fresh clone of a worktree has no local main: asv publish and the report failed on
+    `git rev-list main`; the history, dashboard and report now follow the checked-out branch."""
+    bench = _bench_tool()
+    from asv.config import Config
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q", "-b", "work", str(tmp_path)], check=True)
+    (tmp_path / "asv.conf.json").write_text('{\n  // a comment, as ours has\n  "version": 1, "repo": ".",\n'
+                                            '  "branches": ["main"], "results_dir": ".asv/results",\n'
+                                            '  "html_dir": ".asv/html"\n}\n')
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    assert bench.branch_here("main") == "work"
+    conf = Config.load(bench.publish_config("asv.conf.json", "work"))
+    assert conf.branches == ["work"]
+    assert conf.repo == str(tmp_path) and conf.html_dir == str(tmp_path / ".asv" / "html")
+    subprocess.run([*git, "branch", "main"], cwd=tmp_path, check=True)
+    assert bench.branch_here("main") == "main"

@@ -479,8 +479,16 @@ def test_report_rates_steps_and_bands(tiny_history, tmp_path):
     # ... but not by a band from too few values (the gate does not believe it either)
     few = steps.get(("tiny.Figures.track_few", h[2]))
     assert few and few["verdict"].startswith("band from 4 values: not judged"), steps
+    # figures that can be 0 are stepped on an absolute scale: 0 -> 1 lost task is found,
+    # 0.000 -> 0.004 MiB of RSS growth is not
+    lost = steps.get(("tiny.Figures.track_lost_tasks", h[4]))
+    assert lost and lost["verdict"] == "real" and lost["value_after"] == 1, steps
+    assert not any(name == "tiny.Figures.track_rss_growth" for name, _ in steps), steps
+    # every figure of the history went through step detection
+    assert rep["step_detect_scanned"] == 11 and rep["step_detect_short_history"] == [], rep
     md = (tmp_path / "report.md").read_text()
     assert "same-code band" in md and "noise (inside its band)" in md
+    assert "Figures scanned: 11," in md
 
 
 # ---- rules that need no results ----

@@ -193,7 +193,7 @@ def publish_config(config_path, branch):
     root = os.path.dirname(os.path.abspath(config_path))
     for key in ("repo", "benchmark_dir", "env_dir", "results_dir", "html_dir"):
         if key in conf:
-            conf[key] = os.path.join(root, conf[key])
+            conf[key] = os.path.normpath(os.path.join(root, conf[key]))
     path = os.path.join(".asv", f"publish-{branch.replace('/', '_')}.conf.json")
     os.makedirs(".asv", exist_ok=True)
     with open(path, "w") as f:

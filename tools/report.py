@@ -45,7 +45,8 @@ from asv.config import Config
 from asv.results import iter_results_for_machine
 
 from .commands import git
-from .compare import MIN_BAND_VALUES, band_values, better_of, read_noise  # one rule for "which way is better"
+from .compare import (ABS_GROWTH_MIN, ABS_UNITS, COST_SPREADS, MIN_BAND_VALUES,  # the gate's rules
+                      band_values, better_of, read_noise)
 
 STEP_THRESHOLD = 0.05  # relative size below which a step of a wall-clock figure is not reported
 COST_STEP_THRESHOLD = 0.005  # cost figures are counted, not timed: 0.5% is already real
@@ -228,6 +229,37 @@ def steps_for(hist, entry, threshold=STEP_THRESHOLD):
     return out
 
 
+def absolute_floor(fig):
+    """The worsening a figure that can be 0 or negative must show to count (as the gate
+    judges it: tools/compare.py), or None for a figure judged as a ratio."""
+    if fig["unit"] in ABS_UNITS:
+        return ABS_UNITS[fig["unit"]]
+    if "growth" in fig["name"].rsplit(".", 1)[-1]:
+        return ABS_GROWTH_MIN
+    return None
+
+
+def absolute_steps_for(hist, fig, floor):
+    """Steps of a figure that can be 0 (lost tasks, errors) or negative (RSS growth): a
+    ratio means nothing there, so a step counts when its level worsens by `floor` or more
+    in the figure's unit (0 -> 1 lost task does; 0.000 -> 0.004 MiB does not)."""
+    commits, ys = series(hist, fig)
+    points = [(c, v) for c, v in zip(commits, ys) if v is not None]
+    if len(points) < 2:
+        return []
+    levels = step_detect.detect_steps([v for _, v in points])
+    out = []
+    for (_l0, r0, before, *_), (l1, _r1, after, *_) in zip(levels, levels[1:]):
+        worse_by = (after - before) if entry_better(fig) == "lower" else (before - after)
+        if worse_by >= floor:
+            out.append({"label": fig["label"], "name": fig["name"], "params": fig.get("params", {}),
+                        "commit_before": None if r0 == l1 else points[r0 - 1][0],
+                        "commit_after": points[l1][0], "value_before": before, "value_after": after,
+                        "change": change(after, before) if before else None,
+                        "unit": fig.get("unit", ""), "better": entry_better(fig), "absolute": worse_by})
+    return out
+
+
 def display_name(name, combo):
     """asv's name for one parameter combination (as `asv compare` and noise.json write it)."""
     return f"{name}({', '.join(combo)})" if combo else name
@@ -335,9 +367,24 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
         (peers if entry.get("kind") == "peer_ratio" else headlines).append(row)
 
     declared = {e["name"]: e["better"] for e in targets if "better" in e and not e.get("peer")}
+    scanned, short_history = 0, []
     for fig in all_figures(bench_meta, declared, rates):
         entry = noise.get(fig["display"]) or {}
         band = entry.get("band")
+        floor = absolute_floor(fig)
+        # asv's step detection wants 3 points; a change of a count shows with 2
+        if sum(v is not None for v in series(hist, fig)[1]) < (2 if floor is not None else 3):
+            short_history.append(fig["display"])
+            continue
+        scanned += 1
+        if floor is not None:
+            threshold = max(floor, COST_SPREADS * (entry.get("abs_spread") or 0))
+            for g in absolute_steps_for(hist, fig, floor):
+                g["band"] = band
+                g["verdict"] = ("real" if g["absolute"] >= threshold else
+                                f"noise (inside {COST_SPREADS}x its same-code spread)")
+                step_regs.append(g)
+            continue
         for g in steps_for(hist, fig, COST_STEP_THRESHOLD if fig["cost"] else STEP_THRESHOLD):
             g["band"], g["verdict"] = band, band_label(g, band, band_values(entry), fig["cost"])
             step_regs.append(g)
@@ -352,6 +399,7 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
         "headlines": headlines, "peers": peers,
         "regressions_step_detect": step_regs,
         "regressions_asv": asv_regressions(conf.html_dir, bench_meta, declared),
+        "step_detect_scanned": scanned, "step_detect_short_history": short_history,
         "summary": {
             "pass": sum(1 for r in headlines + peers if r["pass"] is True),
             "fail": sum(1 for r in headlines + peers if r["pass"] is False),
@@ -437,8 +485,15 @@ def to_markdown(rep):
               f"Step detection (asv.step_detect) over the history of every benchmark, each in its own "
               f"direction (a drop of tasks/s is a regression, a rise of ms is one), steps of "
               f"{STEP_THRESHOLD:.0%} or more ({COST_STEP_THRESHOLD:.1%} for the cost figures, which are "
-              f"counted, not timed). Each step is set against the figure's same-code band: inside "
-              f"it, it is noise.", ""]
+              f"counted, not timed; figures that can be 0, such as lost tasks, errors or RSS growth: a "
+              f"worsening of 1 in their unit, 1 MiB of growth). Each step is set against the figure's "
+              f"same-code band: inside it, it is noise.", "",
+              f"Figures scanned: {rep.get('step_detect_scanned', 0)}, every one measured on enough "
+              f"commits (3; 2 for counts)" + (f"; not scanned, measured on too few commits: "
+                            f"{len(rep['step_detect_short_history'])} "
+                            f"({', '.join(rep['step_detect_short_history'][:20])}"
+                            f"{', ...' if len(rep['step_detect_short_history']) > 20 else ''})"
+                            if rep.get("step_detect_short_history") else "") + ".", ""]
     if rep["regressions_step_detect"]:
         lines += ["| figure | introduced by | before | after | change | same-code band | verdict |",
                   "|---|---|---|---|---|---|---|"]
