@@ -193,7 +193,10 @@ def test_bench_servers_are_stopped_after_an_exception(monkeypatch):
 def test_bench_servers_are_stopped_on_ctrl_c_and_sigterm(sig):
     import signal
     need_postgres()
-    script = ("import os, sys, time\n"
+    # Ctrl-C as a terminal delivers it: a shell starts background jobs with SIGINT ignored,
+    # and a child of such a job would never see it (once seen here: two servers left over)
+    script = ("import os, signal, sys, time\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "from tools.pg_server import BENCH_SERVERS, bench_servers\n"
               "with bench_servers(log=lambda m: None):\n"
               "    print(' '.join(os.environ[v] for v, _ in BENCH_SERVERS), flush=True)\n"
