@@ -7,6 +7,7 @@ and a client process, each round trip is a query).
 """
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -70,49 +71,49 @@ async def _noop(task):
     return None
 
 
-async def test_single_enqueues_wake_one_idle_worker_not_all(pg_location):
+@contextlib.asynccontextmanager
+async def _four_idle(pg_location):
     idle = [_Idle(pg_location, 50, _noop) for _ in range(4)]
     for w in idle:
         await w.start()
     try:
-        await asyncio.sleep(0.5)  # every worker is waiting, every LISTEN is in place
+        await asyncio.sleep(0.5)  # every worker is waiting, every wait for the watch is in place
+        yield idle
+    finally:
+        for w in idle:
+            await w.stop()
+
+
+async def _enqueue_one_at_a_time(pg_location, idle, n):
+    """n single enqueues, each run by one of the idle workers before the next is made."""
+    async with Queue(pg_location) as producer:
+        for i in range(n):
+            await producer.enqueue("t", i)
+            assert await _until(lambda i=i: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+
+
+async def test_single_enqueues_wake_one_idle_worker_not_all(pg_location):
+    async with _four_idle(pg_location) as idle:
         before = sum(w.cycles for w in idle)
         n = 60
-        async with Queue(pg_location) as producer:
-            for i in range(n):
-                await producer.enqueue("t", i)
-                # one at a time, each done before the next: a woken worker finds its task
-                assert await _until(lambda i=i: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+        await _enqueue_one_at_a_time(pg_location, idle, n)
         trips = sum(w.cycles for w in idle) - before
         # Each task takes a trip to claim it and one to acknowledge it (with the claim of the
         # next, often). Waking all four idle workers would add three empty claims per task.
         assert trips <= 3 * n, f"{trips} round trips for {n} tasks: idle workers were woken in vain"
-    finally:
-        for w in idle:
-            await w.stop()
 
 
 async def test_single_enqueues_are_delivered_to_one_idle_process_not_all(pg_location):
     """Only the watch's holder LISTENs: n inserts are n notifications delivered in all, not 4n."""
-    idle = [_Idle(pg_location, 50, _noop) for _ in range(4)]
-    for w in idle:
-        await w.start()
-    try:
-        await asyncio.sleep(0.5)
+    async with _four_idle(pg_location) as idle:
         assert await _until(lambda: sum(w.queue.backend._watching for w in idle) == 1), "nobody took the watch"
         before = sum(w.notifications for w in idle)
         n = 40
-        async with Queue(pg_location) as producer:
-            for i in range(n):
-                await producer.enqueue("t", i)
-                assert await _until(lambda i=i: sum(len(w.ran) for w in idle) == i + 1), f"task {i} never ran"
+        await _enqueue_one_at_a_time(pg_location, idle, n)
         delivered = sum(w.notifications for w in idle) - before
         # One LISTENing session at a time (the holder UNLISTENs before it lets go): each
         # insert's notification reaches one process. Every process LISTENing made it 4n.
         assert delivered <= n, f"{delivered} notifications delivered for {n} inserts to 4 idle processes"
-    finally:
-        for w in idle:
-            await w.stop()
 
 
 async def test_the_watch_passes_on_when_its_worker_is_full(pg_location):

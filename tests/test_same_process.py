@@ -249,7 +249,23 @@ async def test_a_handed_off_task_starts_one_loop_round_after_the_enqueue(db_path
     assert seen == [1] * 5, seen
 
 
-async def test_a_due_task_of_higher_priority_is_not_jumped(db_path):
+# Rows another connection commits just before this process enqueues, each one a claim
+# would take before the new task: the hand-off must not jump them.
+_AHEAD = {
+    # A due task of priority 0 ...
+    "due_higher_priority": (
+        "INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, created_at) "
+        "VALUES ('t', '\"ahead\"', 0, 'queued', 0, 3, 0)"),
+    # ... or a task whose worker died: its lease ran out long ago, and a claim recovers it first.
+    "expired_lease": (
+        "INSERT INTO prismq_tasks (type, payload, priority, status, run_at, attempts, max_attempts, "
+        "created_at, lease_until, token, worker_id) "
+        "VALUES ('t', '\"ahead\"', 0, 'running', 0, 1, 3, 0, 1, 7, 'dead')"),
+}
+
+
+@pytest.mark.parametrize("ahead", sorted(_AHEAD))
+async def test_a_task_a_claim_would_take_first_is_not_jumped(db_path, ahead):
     async with Queue(db_path) as q:
         order = []
         done = asyncio.Event()
@@ -261,47 +277,18 @@ async def test_a_due_task_of_higher_priority_is_not_jumped(db_path):
 
         worker, run = await _started_worker(q, handler, concurrency=4)
         try:
-            # Another connection commits a due task of priority 0; before this loop
-            # can notice it (no await in between), this process enqueues one of
-            # priority 100 to its idle worker. A claim would take the other first.
+            # Committed by another connection; before this loop can notice it (no await
+            # in between), this process enqueues a priority-100 task to its idle worker.
             other = sqlite3.connect(db_path, isolation_level=None)
-            other.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, "
-                          "created_at) VALUES ('t', '\"first\"', 0, 'queued', 0, 3, 0)")
+            other.execute(_AHEAD[ahead])
             other.close()
-            task_id = await q.enqueue("t", "second", priority=100)
+            task_id = await q.enqueue("t", "new", priority=100)
             assert _row(db_path, task_id)[:2] == ("queued", 0)  # not handed off
             await asyncio.wait_for(done.wait(), 30)
         finally:
             worker.stop()
             await run
-    assert order == ["first", "second"]
-
-
-async def test_an_expired_lease_is_recovered_before_a_hand_off(db_path):
-    async with Queue(db_path) as q:
-        order = []
-        done = asyncio.Event()
-
-        async def handler(task):
-            order.append(task.payload)
-            if len(order) == 2:
-                done.set()
-
-        worker, run = await _started_worker(q, handler, concurrency=4)
-        try:
-            # A task whose worker died: its lease ran out long ago. A claim recovers it first.
-            other = sqlite3.connect(db_path, isolation_level=None)
-            other.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, attempts, "
-                          "max_attempts, created_at, lease_until, token, worker_id) "
-                          "VALUES ('t', '\"stranded\"', 0, 'running', 0, 1, 3, 0, 1, 7, 'dead')")
-            other.close()
-            task_id = await q.enqueue("t", "new", priority=100)
-            assert _row(db_path, task_id)[:2] == ("queued", 0)
-            await asyncio.wait_for(done.wait(), 30)
-        finally:
-            worker.stop()
-            await run
-    assert order == ["stranded", "new"]
+    assert order == ["ahead", "new"]
 
 
 @pytest.mark.parametrize("when", ["delay", "run_at"])
