@@ -20,7 +20,7 @@ it imports fine and each benchmark then skips.
 from ._children import Child, child_env, now, start_children  # noqa: F401
 from ._loops import close_loop, new_loop, run  # noqa: F401
 from ._memo import clear as clear_memo  # noqa: F401
-from ._memo import repeats, shared  # noqa: F401
+from ._memo import record, recorded, repeats, shared  # noqa: F401
 from ._sizes import SMOKE, size  # noqa: F401
 from ._stats import REPEATS, jain, median, percentile, repeat_median  # noqa: F401
 from ._store import (BACKENDS, PG_ENV, SERVER_ENV, Store, TempDir, need, need_backend, pq,  # noqa: F401

@@ -36,6 +36,7 @@ from ._sizes import SMOKE
 
 REPEATS = 3  # measured repeats of one shared measurement (1 when quick or smoke)
 _LOCAL: dict = {}
+_LOCAL_SAMPLES: dict = {}
 
 
 def quick() -> bool:
@@ -149,5 +150,32 @@ def shared(key: str, fn: Callable[[], Any]) -> Any:
     return value
 
 
+def record(key: str, value: float) -> None:
+    """Keep one sample of a figure that a benchmark measures as a side effect of its own work.
+
+    A time_ benchmark's sample can hold a second figure of the same work (the CPU time
+    of the drain it times): recorded here, another benchmark of the run reads every
+    sample with recorded() instead of doing the work again. One line per sample, appended
+    in one write (a line this short is written whole).
+    """
+    if _in_asv():
+        with open(os.path.join(memo_dir(), key + ".samples"), "a") as fh:
+            fh.write(json.dumps(value) + "\n")
+    else:
+        _LOCAL_SAMPLES.setdefault(key, []).append(value)
+
+
+def recorded(key: str) -> list:
+    """Every sample record() kept under key in this run (and commit, environment), oldest first."""
+    if not _in_asv():
+        return list(_LOCAL_SAMPLES.get(key, []))
+    try:
+        with open(os.path.join(memo_dir(), key + ".samples")) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
 def clear() -> None:
     _LOCAL.clear()
+    _LOCAL_SAMPLES.clear()

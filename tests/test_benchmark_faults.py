@@ -30,7 +30,7 @@ def measure(expr: str, fault: str = "", timeout: float = 300, env: dict | None =
     env.update(extra)
     env["PYTHONPATH"] = os.pathsep.join([FAULTS, ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     code = f"import json, benchmarks.latency, benchmarks.memory, benchmarks.concurrency as c; import benchmarks\n" \
-           f"from benchmarks import latency, memory, concurrency\nprint(json.dumps({expr}))"
+           f"from benchmarks import latency, memory, concurrency, throughput\nprint(json.dumps({expr}))"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -87,6 +87,24 @@ def test_memory_growth_shows_a_leak():
     rss, python = measure(GROWTH, fault="leak", env=FULL)
     assert rss > 2, rss
     assert python > 1, python
+
+
+# TimedDrain's samples, each with asv's teardown after it; then WorkerDrain50k's figure with
+# any drain of its own made impossible: it must be read from those samples.
+CPU_FROM_SAMPLES = ("[[(b.setup('sqlite'), b.time_drain_50k('sqlite'), b.teardown('sqlite'))"
+                    " for b in [throughput.TimedDrain() for _ in range(3)]],"
+                    " setattr(throughput, '_drain_stats', None), setattr(throughput, '_drain', None),"
+                    " throughput.WorkerDrain50k().track_cpu_per_task('sqlite')][-1]")
+
+
+def test_cpu_per_task_comes_from_the_timed_drains():
+    # The figure is the CPU time of TimedDrain's own drains: without the fault a no-op task
+    # costs about 30 us of CPU here; with 200 us burnt per task it must read >= 200 us,
+    # and it is read without draining again.
+    plain = measure(CPU_FROM_SAMPLES)
+    costly = measure(CPU_FROM_SAMPLES, fault="cpu_per_task")
+    assert 0 < plain < 200, plain
+    assert costly >= 200, costly
 
 
 def test_duplicate_claims_are_counted_not_fatal():

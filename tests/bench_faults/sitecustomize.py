@@ -56,6 +56,14 @@ def _install(FAULT):
             return start_all(self, tasks)
 
         Worker._start_all = leaky_start_all
+    elif FAULT == "cpu_per_task":
+        start_all = Worker._start_all
+
+        def costly_start_all(self, tasks):
+            _burn(0.0002 * len(tasks))  # 200 us of CPU per task a Worker starts
+            return start_all(self, tasks)
+
+        Worker._start_all = costly_start_all
     elif FAULT == "log_batches":
         enqueue_many = Queue.enqueue_many
 
