@@ -25,18 +25,21 @@ import time
 
 from . import _helpers as h
 
-# Pinned sizes: each system gets a workload that takes roughly 0.2-1 s per repeat here.
+# Pinned sizes: each system gets a workload whose enqueue and whose claim+ack each take
+# roughly 0.15-0.6 s per repeat here (on an idle machine; about twice that under load).
 # persist-queue and litequeue scan their table on every claim, so their claim+ack cost
 # grows with the table; they get smaller workloads, which flatters them, not us. Each
 # enqueue on PostgreSQL is a round trip to the server (about 1 ms here), so the two
-# PostgreSQL systems get 2,000: 5,000 took 4-8 s per repeat, 40 s of a run.
+# PostgreSQL systems get 2,000: 5,000 took 4-8 s per repeat, 40 s of a run. The fast
+# SQLite systems get 6,000 (the floor in batches 30,000): 10,000 (50,000) took 0.3-0.5 s
+# per operation, and prismq_queue's drain of 4 x 10,000 about 1.1 s: longer than a rate needs.
 SIZES = {
-    "sqlite3_single": h.size(10_000, 300),
-    "sqlite3_batch100": h.size(50_000, 500),
-    "huey": h.size(10_000, 300),
+    "sqlite3_single": h.size(6_000, 300),
+    "sqlite3_batch100": h.size(30_000, 500),
+    "huey": h.size(6_000, 300),
     "persist_queue": h.size(3_000, 200),
     "litequeue": h.size(2_000, 200),
-    "prismq_queue": h.size(10_000, 300),
+    "prismq_queue": h.size(6_000, 300),
     "prismq_queue_api": h.size(3_000, 200),
     "pgqueuer": h.size(2_000, 200),
     "prismq_queue_pg": h.size(2_000, 200),
@@ -512,7 +515,8 @@ class PeerRates(_PeerRun):
     #    the synchronous systems through one timed body (the batched floor acknowledges a
     #    batch in the transaction that claims the next)
     # 4: pgqueuer and prismq_queue_pg on 2,000 tasks (was 5,000)
-    version = 4
+    # 5: sqlite3_single, huey and prismq_queue on 6,000 (was 10,000), sqlite3_batch100 on 30,000 (was 50,000)
+    version = 5
 
     def setup(self, system, op):
         super().setup()
@@ -534,7 +538,8 @@ class PrismqRatio(_PeerRun):
     unit = "ratio"
     # 3: against sqlite3_single, prismq_queue's claim + complete API (was its Worker)
     # 4: pgqueuer and prismq_queue_pg on 2,000 tasks (was 5,000)
-    version = 4
+    # 5: sqlite3_single, huey and prismq_queue on 6,000 (was 10,000), sqlite3_batch100 on 30,000 (was 50,000)
+    version = 5
 
     def setup(self, peer, op):
         super().setup()
