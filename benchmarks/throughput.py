@@ -166,7 +166,8 @@ class WorkerDrain50k(OnEachBackend):
 
     The drain is TimedDrain's: each of its samples notes the CPU time (all threads of the
     process) its drain took, and this figure is the median over those samples of the run
-    (6 per commit: asv runs TimedDrain first, in two rounds of 3). Run without TimedDrain
+    (asv runs TimedDrain first: 6 samples a commit, or the last round's 3 when asv
+    interleaves rounds between commits, as `asv continuous` does). Run without TimedDrain
     (``--bench`` selecting this one alone, or TimedDrain failed), it drains 50,000 tasks
     itself: a warm-up, then the median of 3 drains, the same workload.
     """
