@@ -24,7 +24,11 @@
 #   make noise [NOISE_ROUNDS=3]     measure each figure's same-code spread on this machine and
 #        BENCH=regex                write it to benchmarks/noise.json (the gate's thresholds);
 #                                   3 rounds = 6 values per figure, the fewest a band must
-#                                   come from to gate (tools/compare.py MIN_BAND_VALUES)
+#                                   come from to gate (tools/compare.py MIN_BAND_VALUES);
+#                                   ~10 min a round for the whole suite
+#        NOISE_LOAD_ROUNDS=1        the last n rounds run under a background load the tool
+#                                   starts itself (one spinner per core, busy half the time):
+#                                   the gate is used with other jobs running (0: all quiet)
 #   make bench, compare and noise start throwaway PostgreSQL servers for the PostgreSQL
 #   figures (tools/pg_server.py); without PostgreSQL those figures are reported unmeasured.
 #
@@ -50,6 +54,8 @@ ROUNDS ?=
 FACTOR ?=
 # 2 values per round: 3 rounds give the 6 a band needs to gate (tools/compare.py MIN_BAND_VALUES)
 NOISE_ROUNDS ?= 3
+# of which the last runs under a background load (tools/load.py): bands of a loaded machine
+NOISE_LOAD_ROUNDS ?= 1
 
 .PHONY: test lint venv asv bench preview compare noise clean
 
@@ -96,7 +102,7 @@ compare: $(ASV_STAMP)
 	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
 
 noise: $(ASV_STAMP)
-	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
+	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' --load-rounds '$(NOISE_LOAD_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache

@@ -2,17 +2,32 @@
 
 In a throwaway clone it commits a comment-only change B on top of HEAD (A), then runs
 `asv continuous A B` ROUNDS times: every benchmark is measured 2 x ROUNDS times on the
-same code.  For each figure it records the values and its same-code spread:
+same code.  The last LOAD_ROUNDS of those rounds run under a background load that it
+starts and stops itself (tools/load.py Spinners: by default one process per core, each
+busy half of every 100 ms), because the gate is used on a shared machine with other
+jobs running: a band measured only on a quiet machine is too narrow for a gate run
+under load (last session: a comment-only commit failed 3 times out of 3, all on
+wall-clock figures whose quiet bands were narrow).  A figure the load moves a lot gets
+a wide band and `make compare` shows it "not gated: too noisy here" instead of crying
+wolf.  For each figure it records the values and its same-code spread:
 
   band        largest / smallest of those values (1.0 = identical every time); the
               slowdown `make compare` must see before it calls the figure slower is
               taken from it (tools/compare.py: thresholds)
   abs_spread  largest - smallest, in the figure's unit: the threshold of figures judged
               on an absolute scale (lost tasks, errors, RSS growth), which can be 0
+  band_quiet  the band of the values measured without the background load (information:
+              how much of the band the load made)
+  conditions  beside each value, "quiet" or "load"
 
 and writes benchmarks/noise.json (kept in the repository, so the gate of every pull
-request reads it), with the machine, its load average before and after, the date, the
-commit and the command.  Entries of benchmarks not measured in this run are kept, so
+request reads it), with the machine, its cores, the background load, the 1-minute load
+average sampled through each round (max and mean; "load_average_max" over the run is
+what `make compare` compares its own load with), the date, the commit and the command.
+
+Wall time: each round is one `asv continuous` of the two commits, about as long as one
+`make compare` of the whole suite (the suite's own time on this machine: ~2 x 4-5 min a
+round), so the default 3 rounds take ~30 min; `BENCH=regex` measures one family.  Entries of benchmarks not measured in this run are kept, so
 one family can be measured again alone (BENCH=regex).
 """
 import argparse
@@ -29,6 +44,7 @@ from asv.config import Config
 
 from . import compare, pg_server
 from .commands import git
+from .load import LoadSampler, Spinners, loadavg
 from .machine import MACHINE, MACHINE_ARGS, ensure_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,18 +52,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "noise.json")
 # each round measures the two same-code commits once: 2 values per figure per round
 DEFAULT_ROUNDS = -(-compare.MIN_BAND_VALUES // 2)
+# Of those, the last one runs under the background load: 2 of a figure's 6 values.
+DEFAULT_LOAD_ROUNDS = 1
 
 
 def sh(cmd, cwd):
     subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return [float(x) for x in f.read().split()[:3]]
-    except OSError:
-        return None
 
 
 def spread(values):
@@ -68,14 +78,22 @@ def spread(values):
     return band, hi - lo
 
 
-def summarize(values_by_name):
+def summarize(values_by_name, conditions_by_name=None):
+    """{name: entry} of the figures with at least two values; conditions_by_name gives,
+    beside each value, the condition it was measured under ("quiet" or "load")."""
     out = {}
     for name, values in values_by_name.items():
         band, abs_spread = spread(values)
         if abs_spread is None:
             continue
-        out[name] = {"band": None if band is None else round(band, 6),
-                     "abs_spread": abs_spread, "values": values}
+        entry = {"band": None if band is None else round(band, 6),
+                 "abs_spread": abs_spread, "values": values}
+        conds = (conditions_by_name or {}).get(name)
+        if conds:
+            quiet, _ = spread([v for v, c in zip(values, conds) if c == "quiet"])
+            entry["band_quiet"] = None if quiet is None else round(quiet, 6)
+            entry["conditions"] = conds
+        out[name] = entry
     return out
 
 
@@ -84,6 +102,13 @@ def parse_args(argv):
     ap.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                     help=f"asv continuous runs of A and B (default {DEFAULT_ROUNDS}: the "
                          f"{compare.MIN_BAND_VALUES} values a band needs to gate a figure)")
+    ap.add_argument("--load-rounds", type=int, default=DEFAULT_LOAD_ROUNDS,
+                    help=f"how many of the rounds (the last ones) run under a background load "
+                         f"(default {DEFAULT_LOAD_ROUNDS}; 0: all quiet)")
+    ap.add_argument("--load-procs", type=int, default=os.cpu_count() or 1,
+                    help="spinner processes of the background load (default: one per core)")
+    ap.add_argument("--load-duty", type=float, default=0.5,
+                    help="fraction of each 100 ms a spinner is busy (default 0.5)")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--asv-rounds", type=int, default=0, help="asv rounds per commit (-a rounds=N)")
@@ -103,11 +128,16 @@ def same_code_pair(clone):
 
 
 def measure(args, a, b):
-    """{figure: [values]}: `asv continuous A B` args.rounds times, run in the clone (the cwd)."""
+    """({figure: [values]}, {figure: [conditions]}, [per-round info]): `asv continuous A B`
+    args.rounds times, run in the clone (the cwd), the last args.load_rounds of them under
+    the background load."""
     conf = Config.load("asv.conf.json")
-    values = {}
+    values, conditions, rounds = {}, {}, []
     for r in range(args.rounds):
-        print(f"\n==> round {r + 1}/{args.rounds}", flush=True)
+        loaded = r >= args.rounds - args.load_rounds
+        spin = Spinners(args.load_procs if loaded else 0, args.load_duty)
+        print(f"\n==> round {r + 1}/{args.rounds}" + (f", under load: {spin.describe()}" if loaded else ", quiet"),
+              flush=True)
         cmd = [sys.executable, "-m", "asv", "continuous", "--factor", "1.0", *MACHINE_ARGS, a, b]
         if args.bench:
             cmd += ["--bench", args.bench]
@@ -115,11 +145,16 @@ def measure(args, a, b):
             cmd.append("--quick")
         if args.asv_rounds:
             cmd += ["--attribute", f"rounds={args.asv_rounds}"]
-        subprocess.call(cmd)
+        with spin, LoadSampler() as seen:
+            subprocess.call(cmd)
+        rounds.append({"round": r + 1, "load": spin.describe() if loaded else "none (quiet)",
+                       "load_average_max": seen.max, "load_average_mean": seen.mean})
+        print(f"round {r + 1}: 1-minute load average max {seen.max}, mean {seen.mean}", flush=True)
         for commit in (a, b):
             for name, (v, _ss, _key) in compare.load(conf, MACHINE, commit).items():
                 values.setdefault(name, []).append(v)
-    return values
+                conditions.setdefault(name, []).append("load" if loaded else "quiet")
+    return values, conditions, rounds
 
 
 def write(args, measured, run_info):
@@ -145,6 +180,12 @@ def write(args, measured, run_info):
 
 def main(argv=None):
     args = parse_args(argv)
+    if not 0 <= args.load_rounds <= args.rounds:
+        raise SystemExit(f"--load-rounds must be between 0 and --rounds ({args.rounds}), got {args.load_rounds}")
+    try:
+        Spinners(args.load_procs, args.load_duty)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     work = tempfile.mkdtemp(prefix="asv-noise-")
     clone = os.path.join(work, "repo")
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -156,17 +197,23 @@ def main(argv=None):
         ensure_machine()
         # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
         with pg_server.bench_servers() as pg:
-            values = measure(args, a, b)
+            values, conditions, rounds = measure(args, a, b)
         load_after = loadavg()
     finally:
         os.chdir(ROOT)
         shutil.rmtree(work, ignore_errors=True)
-    measured = summarize(values)
+    measured = summarize(values, conditions)
+    maxima = [r["load_average_max"] for r in rounds if r["load_average_max"] is not None]
     write(args, measured, {
         "machine": MACHINE, "cpus": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": load_after,
+        "load_average_max": max(maxima) if maxima else None,
+        "background_load": (f"last {args.load_rounds} of {args.rounds} rounds: "
+                            + Spinners(args.load_procs, args.load_duty).describe()) if args.load_rounds else "none",
+        "round_loads": rounds,
         "date": started, "commit": a, "postgresql": pg.unmeasured or "measured", "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
         "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != DEFAULT_ROUNDS else "")
+                   + (f" NOISE_LOAD_ROUNDS={args.load_rounds}" if args.load_rounds != DEFAULT_LOAD_ROUNDS else "")
                    + (f" BENCH='{args.bench}'" if args.bench else "")})
     print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
     if 2 * args.rounds < compare.MIN_BAND_VALUES:
@@ -174,8 +221,13 @@ def main(argv=None):
               f"from fewer than {compare.MIN_BAND_VALUES} (NOISE_ROUNDS={DEFAULT_ROUNDS} or more)")
     for name, e in sorted(measured.items(), key=lambda kv: -(kv[1]["band"] or float("inf"))):
         band = "crosses 0" if e["band"] is None else f"{e['band']:.4f}"
-        print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}")
+        quiet = e.get("band_quiet")
+        quiet = "" if quiet is None or "load" not in e.get("conditions", []) else f" (quiet only {quiet:.4f})"
+        print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}{quiet}")
     print(f"machine {MACHINE}, {os.cpu_count()} cores, load average before {load_before}, after {load_after}")
+    for r in rounds:
+        print(f"  round {r['round']}: load {r['load']}; 1-minute load average max {r['load_average_max']}, "
+              f"mean {r['load_average_mean']}")
     if pg.unmeasured:
         print(f"PostgreSQL figures NOT MEASURED (no band for them): {pg.unmeasured}")
     print(f"written to {args.out}")
