@@ -544,3 +544,213 @@ def test_rates_file_agrees_with_the_benchmarks():
             obj = getattr(obj, a)
         assert attrs[-1].startswith("time_"), name
         assert getattr(obj, "tasks_per_call", None) == per_call, (name, per_call)
+
+
+# ---- a suspect is measured again before it fails (fabricated results, real asv) ----
+
+CONFIRM_SUITE = '''
+FIG = {figs!r}
+
+
+class Figures:
+    def track_flaky(self):
+        return FIG["flaky"]
+    track_flaky.unit = "ms"
+
+    def track_real(self):
+        return FIG["real"]
+    track_real.unit = "ms"
+
+    def track_claim_ratio(self):
+        return FIG["ratio"]
+    track_claim_ratio.unit = "ratio"
+'''
+CONFIRM_NOISE = {"benchmarks": {
+    f"tiny.Figures.{name}": {"band": 1.1, "abs_spread": 0.1, "values": same_code(1.0, 1.1)}
+    for name in ("track_flaky", "track_real", "track_claim_ratio")}}
+# the ratio's target is a ceiling, as ClaimDepthRatio's (<= 1.5) in benchmarks/targets.json
+CONFIRM_TARGETS = [{"name": "tiny.Figures.track_claim_ratio", "params": {}, "label": "claim ratio",
+                    "target": 1.5, "better": "lower", "unit": "ratio"}]
+
+
+def record(repo, commit, figs, bench=None):
+    """asv results for `commit` as if measured: the suite returns figs (--python=same)."""
+    (repo / "benchmarks" / "tiny.py").write_text(CONFIRM_SUITE.format(figs=figs))
+    cmd = [sys.executable, "-m", "asv", "run", "--python=same", "--quick", f"--set-commit-hash={commit}"]
+    subprocess.run(cmd + (["--bench", bench] if bench else []), cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture
+def confirm_repo(tmp_path, monkeypatch):
+    """Two commits, base and head; head's first measurement: flaky and real 2x slower,
+    the ceiling ratio 0.80 -> 1.34 (a same-code commit's move once seen on ClaimDepthRatio)."""
+    repo = tmp_path / "confirm"
+    repo.mkdir()
+    conf = {"version": 1, "project": "tiny", "repo": ".", "branches": ["main"], "dvcs": "git",
+            "environment_type": "virtualenv", "benchmark_dir": "benchmarks",
+            "env_dir": ".asv/env", "results_dir": ".asv/results", "html_dir": ".asv/html"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True)
+    (repo / "benchmarks").mkdir()
+    (repo / "benchmarks" / "__init__.py").write_text("")
+    (repo / "asv.conf.json").write_text(json.dumps(conf))
+    (repo / ".gitignore").write_text("/.asv/\n")
+    (repo / "targets.json").write_text(json.dumps(CONFIRM_TARGETS))
+    hashes = []
+    for i in range(2):
+        (repo / f"file{i}").write_text(str(i))
+        git("add", "-A", cwd=repo)
+        git("commit", "-qm", f"c{i}", cwd=repo)
+        hashes.append(git("rev-parse", "HEAD", cwd=repo))
+    subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], cwd=repo, check=True, capture_output=True)
+    record(repo, hashes[0], {"flaky": 1.0, "real": 1.0, "ratio": 0.8})
+    record(repo, hashes[1], {"flaky": 2.0, "real": 2.0, "ratio": 1.34})
+    monkeypatch.chdir(repo)
+    return repo, hashes
+
+
+def gate_once(repo, base, head):
+    from asv.config import Config
+
+    from tools import compare
+    conf = Config.load(str(repo / "asv.conf.json"))
+    return lambda: compare.judge(conf, compare.MACHINE, base, head, None, str(repo / "targets.json"),
+                                 noise=CONFIRM_NOISE["benchmarks"])
+
+
+def verdicts(rows):
+    return {r[0]: r[5] for r in rows}
+
+
+def test_suspect_not_confirmed_passes_and_a_real_slowdown_still_fails(confirm_repo):
+    from tools import compare
+    repo, (base, head) = confirm_repo
+    rejudge = gate_once(repo, base, head)
+    rows, bad = rejudge()
+    first = verdicts(rows)
+    assert first["tiny.Figures.track_flaky"] == "SLOWER" and first["tiny.Figures.track_real"] == "SLOWER", first
+    assert bad
+    asked = []
+
+    def remeasure(names):  # asv measures the suspects again: the flaky one lands back at 1.02
+        asked.append(sorted(names))
+        record(repo, head, {"flaky": 1.02, "real": 2.0, "ratio": 1.34}, bench=compare.suspects_regex(names))
+        return True
+
+    rows, bad = compare.confirm_suspects(rows, bad, rejudge, remeasure)
+    assert asked == [["tiny.Figures.track_flaky", "tiny.Figures.track_real"]], asked  # only the suspects
+    after = {r[0]: r for r in rows}
+    assert after["tiny.Figures.track_flaky"][5].startswith("same (not confirmed on re-measure: slowdown 2.00, then 1.02"), after
+    assert after["tiny.Figures.track_real"][5] == "SLOWER", after  # a real slowdown is there again
+    assert "CONFIRMED on re-measure: slowdown 2.00, then 2.00" in after["tiny.Figures.track_real"][6]
+    assert bad, "a confirmed slowdown passed the gate"
+    compare.print_verdict(rows, bad)
+
+
+def test_only_unconfirmed_suspects_pass_the_gate(confirm_repo):
+    from tools import compare
+    repo, (base, head) = confirm_repo
+    rejudge = gate_once(repo, base, head)
+    rows, bad = rejudge()
+
+    def remeasure(names):  # both were the machine's noise this time
+        record(repo, head, {"flaky": 1.05, "real": 0.98, "ratio": 1.34}, bench=compare.suspects_regex(names))
+        return True
+
+    rows, bad = compare.confirm_suspects(rows, bad, rejudge, remeasure)
+    assert not bad, verdicts(rows)
+
+
+def test_suspects_not_remeasured_keep_failing(confirm_repo, monkeypatch):
+    from tools import compare
+    repo, (base, head) = confirm_repo
+    rejudge = gate_once(repo, base, head)
+    rows, bad = rejudge()
+    # too many suspects: no second run of them, the first verdict stands
+    monkeypatch.setattr(compare, "MAX_SUSPECTS", 1)
+    called = []
+    out, out_bad = compare.confirm_suspects(rows, bad, rejudge, lambda names: called.append(names) or True)
+    assert not called and out_bad and verdicts(out)["tiny.Figures.track_flaky"] == "SLOWER"
+    # a re-measurement that failed to run: likewise
+    monkeypatch.setattr(compare, "MAX_SUSPECTS", 12)
+    out, out_bad = compare.confirm_suspects(rows, bad, rejudge, lambda names: False)
+    assert out_bad and verdicts(out)["tiny.Figures.track_real"] == "SLOWER"
+
+
+def test_ceiling_target_judges_a_track_figure_as_well_as_its_band(confirm_repo):
+    repo, (base, head) = confirm_repo
+    rows, _ = gate_once(repo, base, head)()
+    row = {r[0]: r for r in rows}["tiny.Figures.track_claim_ratio"]
+    # 0.80 -> 1.34: beyond its band squared (1.21), still under its ceiling of 1.5
+    assert row[5] == "slower beyond its band, meets its target <= 1.5: not failed", row
+    assert "above its target <= 1.5" in row[6], row
+    # above its ceiling and beyond its band: fails
+    record(repo, head, {"flaky": 1.0, "real": 1.0, "ratio": 1.6})
+    rows, bad = gate_once(repo, base, head)()
+    assert verdicts(rows)["tiny.Figures.track_claim_ratio"] == "SLOWER" and bad, rows
+    # above its ceiling but inside its band (already above before): noise, not a failure
+    record(repo, base, {"flaky": 1.0, "real": 1.0, "ratio": 1.55})
+    rows, bad = gate_once(repo, base, head)()
+    assert verdicts(rows)["tiny.Figures.track_claim_ratio"].startswith("same"), rows
+    assert not bad
+
+
+def test_ceilings_read_from_targets():
+    from tools.compare import ceilings
+    path = os.path.join(ROOT, "benchmarks", "targets.json")
+    meta = {"operations.ClaimDepthRatio.track_claim_ratio": {"param_names": []},
+            "latency.EnqueueToHandler.track_to_start": {"param_names": ["backend", "scenario", "percentile"]}}
+    got = ceilings(path, meta)
+    assert got["operations.ClaimDepthRatio.track_claim_ratio"] == 1.5
+    assert got["latency.EnqueueToHandler.track_to_start('sqlite', 'same-light', 'p99')"] == 1.0
+    # floors (better higher) and counts (target 0) are no ceilings
+    assert not any(n.startswith(("throughput.TimedDrain", "stress.")) for n in got), got
+
+
+# ---- the gate's load against its bands' ----
+
+def test_verdict_says_when_the_gate_ran_busier_than_its_bands(capsys):
+    from tools import compare
+    doc = {"runs": [{"date": "d1", "load_average_max": 3.2},
+                    {"date": "d2", "load_average_before": [0.5, 1, 1], "load_average_after": [1.7, 1, 1]},
+                    {"date": "d3", "load_average_max": 0.1}],  # no figure comes from d3 any more
+           "benchmarks": {"a": {"run": "d1"}, "b": {"run": "d2"}}}
+    assert compare.run_load(doc["runs"][1]) == 1.7  # an older file: before / after only
+    assert compare.bands_load(doc) == 1.7  # the quietest run the bands come from
+    busy = compare.load_note(4.5, compare.bands_load(doc))
+    assert "BUSIER THAN ITS BANDS" in busy and "up to 4.5" in busy and "up to 1.7" in busy, busy
+    calm = compare.load_note(1.2, 1.7)
+    assert "BUSIER" not in calm and "up to 1.2" in calm
+    compare.print_verdict([("x", 1.0, 1.0, 1.0, "lower", "same", "")], False, None, busy)
+    out = capsys.readouterr().out
+    assert re.search(r"^GATE PASSED: .*BUSIER THAN ITS BANDS", out, re.M), out
+
+
+# ---- make noise's background load ----
+
+def test_noise_bands_keep_each_values_condition():
+    from tools.noise import summarize
+    out = summarize({"f": [1.0, 1.1, 1.05, 2.0]}, {"f": ["quiet", "quiet", "load", "load"]})
+    assert out["f"]["band"] == 2.0 and out["f"]["band_quiet"] == 1.1, out
+    assert out["f"]["conditions"] == ["quiet", "quiet", "load", "load"]
+
+
+def test_spinners_load_the_machine_and_stop():
+    import time
+
+    from tools.load import LoadSampler, Spinners
+    with pytest.raises(ValueError):
+        Spinners(1, 0)
+    with LoadSampler(every=0.2) as seen, Spinners(2, 1.0) as spin:
+        pids = [p.pid for p in spin._running]
+        assert len(pids) == 2
+        time.sleep(1.0)
+        # each spinner burns CPU (utime + stime from /proc/<pid>/stat, in clock ticks)
+        ticks = []
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks.append(int(fields[11]) + int(fields[12]))
+        assert all(t > 0 for t in ticks), ticks
+    assert len(seen.samples) >= 2 and seen.max is not None
+    for pid in pids:  # stopped on exit, and reaped
+        assert not os.path.exists(f"/proc/{pid}"), pid

@@ -16,8 +16,9 @@ wolf.  For each figure it records the values and its same-code spread:
               taken from it (tools/compare.py: thresholds)
   abs_spread  largest - smallest, in the figure's unit: the threshold of figures judged
               on an absolute scale (lost tasks, errors, RSS growth), which can be 0
-  band_quiet  the band of the values measured without the background load (information:
-              how much of the band the load made)
+  band_quiet  the band of the values measured without the tool's background load
+              (information: how much of the band the load made; "quiet" means no load of
+              ours: other jobs may still run, each round's load average is recorded)
   conditions  beside each value, "quiet" or "load"
 
 and writes benchmarks/noise.json (kept in the repository, so the gate of every pull
