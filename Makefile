@@ -16,7 +16,11 @@
 #                                   its own threshold (benchmarks/noise.json: cost figures
 #                                   fail at +1%, wall clocks outside their measured band);
 #                                   wall clocks whose band is too wide, comes from fewer than
-#                                   6 values, or is missing are shown "not gated"
+#                                   6 values, or is missing are shown "not gated"; a wall
+#                                   clock judged slower is measured again (just the suspects,
+#                                   both commits interleaved) and fails only if that confirms
+#                                   it; the verdict says when the gate's load was above the
+#                                   load its bands were measured at
 #        FACTOR=...                 gate those last two kinds at this factor instead
 #        ROUNDS=n                   asv rounds per commit: more samples for time_ benchmarks;
 #                                   a track_ figure is just measured n times, asv keeps the last

@@ -475,7 +475,9 @@ def remeasure(args, base, head, names):
     try:
         cmd = ["run", "--show-stderr", *MACHINE_ARGS, "--bench", suspects_regex(names)]
         cmd += ["--quick"] if args.quick else ["--interleave-rounds", "--attribute", f"rounds={CONFIRM_ROUNDS}"]
+        t0 = time.monotonic()
         rc = asv(*cmd, f"HASHFILE:{f.name}")
+        print(f"re-measure took {minutes(time.monotonic() - t0)}", flush=True)
     finally:
         os.unlink(f.name)
     if rc not in (0, 2):
