@@ -33,6 +33,7 @@
 #        NOISE_LOAD_ROUNDS=1        the last n rounds run under a background load the tool
 #                                   starts itself (one spinner per core, busy half the time):
 #                                   the gate is used with other jobs running (0: all quiet)
+#        NOISE_FRESH=1              drop the entries this run did not measure (a whole new file)
 #   make bench, compare and noise start throwaway PostgreSQL servers for the PostgreSQL
 #   figures (tools/pg_server.py); without PostgreSQL those figures are reported unmeasured.
 #
@@ -60,6 +61,7 @@ FACTOR ?=
 NOISE_ROUNDS ?= 3
 # of which the last runs under a background load (tools/load.py): bands of a loaded machine
 NOISE_LOAD_ROUNDS ?= 1
+NOISE_FRESH ?=
 
 .PHONY: test lint venv asv bench preview compare noise clean
 
@@ -106,7 +108,8 @@ compare: $(ASV_STAMP)
 	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
 
 noise: $(ASV_STAMP)
-	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' --load-rounds '$(NOISE_LOAD_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)')
+	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' --load-rounds '$(NOISE_LOAD_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)') \
+	    $(if $(filter-out 0 no false,$(NOISE_FRESH)),--fresh)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache .mypy_cache

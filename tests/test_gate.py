@@ -666,12 +666,13 @@ def test_suspects_not_remeasured_keep_failing(confirm_repo, monkeypatch):
     rejudge = gate_once(repo, base, head)
     rows, bad = rejudge()
     # too many suspects: no second run of them, the first verdict stands
+    limit = compare.MAX_SUSPECTS
     monkeypatch.setattr(compare, "MAX_SUSPECTS", 1)
     called = []
     out, out_bad = compare.confirm_suspects(rows, bad, rejudge, lambda names: called.append(names) or True)
     assert not called and out_bad and verdicts(out)["tiny.Figures.track_flaky"] == "SLOWER"
     # a re-measurement that failed to run: likewise
-    monkeypatch.setattr(compare, "MAX_SUSPECTS", 12)
+    monkeypatch.setattr(compare, "MAX_SUSPECTS", limit)
     out, out_bad = compare.confirm_suspects(rows, bad, rejudge, lambda names: False)
     assert out_bad and verdicts(out)["tiny.Figures.track_real"] == "SLOWER"
 

@@ -174,9 +174,10 @@ TRACK_BAND_POWER = 2
 ABS_UNITS = {"tasks": 1, "errors": 1, "rounds": 1}  # counts: 0 -> 1 is a real change
 ABS_GROWTH_MIN = 1.0   # MiB: RSS growth wobbles by a few KiB
 # Suspects (wall-clock figures judged slower) re-measured before they fail: at most this
-# many (each costs a few of its own runs on both commits; the gate's budget is 10 min),
-# in CONFIRM_ROUNDS asv rounds per commit, interleaved.
-MAX_SUSPECTS = 12
+# many (each costs its own runs on both commits, ~1 min for an operations.* figure with
+# its 1M-row setup, measured under load; the gate's budget is 10 min; last session's
+# worst same-code trial had 5), in CONFIRM_ROUNDS asv rounds per commit, interleaved.
+MAX_SUSPECTS = 8
 CONFIRM_ROUNDS = 2
 FAILING = ("SLOWER", "NEWLY FAILING", "NEWLY SKIPPED")
 
@@ -623,10 +624,11 @@ def main(argv=None):
           if noise else f"noise file {args.noise} missing: no wall-clock figure has a band"
           + ("" if args.factor is None else f" (each gets FACTOR={args.factor:g})"))
     ensure_machine()
-    # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
     def rejudge():
         return judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise)
 
+    # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py),
+    # kept up through the re-measurement of suspects; the load sampled all along
     with (contextlib.nullcontext() if args.no_run else pg_server.bench_servers()) as pg, LoadSampler() as seen:
         run_both(args, base, head)
         rows, bad = rejudge()

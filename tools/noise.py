@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 from asv.config import Config
 
@@ -146,11 +147,14 @@ def measure(args, a, b):
             cmd.append("--quick")
         if args.asv_rounds:
             cmd += ["--attribute", f"rounds={args.asv_rounds}"]
+        t0 = time.monotonic()
         with spin, LoadSampler() as seen:
             subprocess.call(cmd)
         rounds.append({"round": r + 1, "load": spin.describe() if loaded else "none (quiet)",
-                       "load_average_max": seen.max, "load_average_mean": seen.mean})
-        print(f"round {r + 1}: 1-minute load average max {seen.max}, mean {seen.mean}", flush=True)
+                       "load_average_max": seen.max, "load_average_mean": seen.mean,
+                       "seconds": round(time.monotonic() - t0)})
+        print(f"round {r + 1}: {rounds[-1]['seconds']} s, 1-minute load average max {seen.max}, "
+              f"mean {seen.mean}", flush=True)
         for commit in (a, b):
             for name, (v, _ss, _key) in compare.load(conf, MACHINE, commit).items():
                 values.setdefault(name, []).append(v)
@@ -169,8 +173,10 @@ def write(args, measured, run_info):
             old = {}
     for entry in measured.values():
         entry["run"] = run_info["date"]
-    doc = {"about": "Same-code spread of each benchmark on the machine below (tools/noise.py); "
-                    "tools/compare.py takes each figure's threshold from it.",
+    doc = {"about": "Same-code spread of each benchmark on the machine below (tools/noise.py), "
+                    "measured partly under a background load the tool started (last_run: "
+                    "background_load, round_loads, load_average_max); tools/compare.py takes each "
+                    "figure's threshold from it and compares its own load with load_average_max.",
            "last_run": run_info,
            "runs": ([] if args.fresh else _old_runs(args.out)) + [run_info],
            "benchmarks": dict(sorted({**old, **measured}.items()))}
@@ -227,7 +233,7 @@ def main(argv=None):
         print(f"  {band:>10}  abs {e['abs_spread']:.4g}  {name}{quiet}")
     print(f"machine {MACHINE}, {os.cpu_count()} cores, load average before {load_before}, after {load_after}")
     for r in rounds:
-        print(f"  round {r['round']}: load {r['load']}; 1-minute load average max {r['load_average_max']}, "
+        print(f"  round {r['round']} ({r['seconds']} s): load {r['load']}; 1-minute load average max {r['load_average_max']}, "
               f"mean {r['load_average_mean']}")
     if pg.unmeasured:
         print(f"PostgreSQL figures NOT MEASURED (no band for them): {pg.unmeasured}")
