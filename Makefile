@@ -29,7 +29,7 @@
 #        BENCH=regex                write it to benchmarks/noise.json (the gate's thresholds);
 #                                   3 rounds = 6 values per figure, the fewest a band must
 #                                   come from to gate (tools/compare.py MIN_BAND_VALUES);
-#                                   ~10 min a round for the whole suite
+#                                   ~12-15 min a round for the whole suite (~40-45 min)
 #        NOISE_LOAD_ROUNDS=1        the last n rounds run under a background load the tool
 #                                   starts itself (one spinner per core, busy half the time):
 #                                   the gate is used with other jobs running (0: all quiet)

@@ -27,8 +27,11 @@ average sampled through each round (max and mean; "load_average_max" over the ru
 what `make compare` compares its own load with), the date, the commit and the command.
 
 Wall time: each round is one `asv continuous` of the two commits, about as long as one
-`make compare` of the whole suite (the suite's own time on this machine: ~2 x 4-5 min a
-round), so the default 3 rounds take ~30 min; `BENCH=regex` measures one family.  Entries of benchmarks not measured in this run are kept, so
+`make compare` of the whole suite: the last whole-suite run (3 rounds, quiet, before the
+loaded round existed) took 37 min here, 03:01-03:38 UTC; a loaded round runs slower, so
+count on ~40-45 min.  `BENCH=regex` measures one family (BENCH='^operations[.]Get',
+NOISE_ROUNDS=2, one of them loaded: 4m54s at a load average of 6-9).  Each round's
+seconds are written to the file (round_loads).  Entries of benchmarks not measured in this run are kept, so
 one family can be measured again alone (BENCH=regex).
 """
 import argparse
