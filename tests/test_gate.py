@@ -755,3 +755,11 @@ def test_spinners_load_the_machine_and_stop():
     assert len(seen.samples) >= 2 and seen.max is not None
     for pid in pids:  # stopped on exit, and reaped
         assert not os.path.exists(f"/proc/{pid}"), pid
+
+
+def test_noise_refuses_impossible_load_settings_before_measuring(capsys):
+    from tools import noise
+    with pytest.raises(SystemExit, match="--load-rounds must be between 0 and --rounds"):
+        noise.main(["--rounds", "2", "--load-rounds", "3"])
+    with pytest.raises(SystemExit, match="duty in"):
+        noise.main(["--load-duty", "0"])
