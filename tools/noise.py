@@ -224,7 +224,7 @@ def main(argv=None):
         "date": started, "commit": a, "postgresql": pg.unmeasured or "measured", "rounds": args.rounds, "bench": args.bench, "quick": args.quick,
         "command": "make noise" + (f" NOISE_ROUNDS={args.rounds}" if args.rounds != DEFAULT_ROUNDS else "")
                    + (f" NOISE_LOAD_ROUNDS={args.load_rounds}" if args.load_rounds != DEFAULT_LOAD_ROUNDS else "")
-                   + (f" BENCH='{args.bench}'" if args.bench else "")})
+                   + (f" BENCH='{args.bench}'" if args.bench else "") + (" NOISE_FRESH=1" if args.fresh else "")})
     print(f"\nSame-code spread of {len(measured)} figures ({2 * args.rounds} values each), widest first:")
     if 2 * args.rounds < compare.MIN_BAND_VALUES:
         print(f"NOTE: {2 * args.rounds} values per figure: make compare gates no wall-clock figure on a band "
