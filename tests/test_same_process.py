@@ -16,6 +16,8 @@ import pytest
 from prismq_queue import Queue, Worker
 from prismq_queue.backends import sqlite as sqlite_backend
 
+from helpers import statements_run
+
 # The watcher hears of WAL writes through inotify on Linux only (elsewhere it polls).
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
 
@@ -161,16 +163,23 @@ async def test_a_round_trip_that_waits_still_delivers(db_path, hop):
 # -- the local hand-off: enqueue() inserts the task already claimed by an idle Worker --------
 
 
-def _count_transactions(backend):
-    """Count the write transactions the backend runs (each is one BEGIN IMMEDIATE .. COMMIT)."""
+async def _count_transactions(backend):
+    """Count the write transactions the backend's connection runs: each BEGIN IMMEDIATE .. COMMIT, and each
+    write statement run on its own (SQLite makes such a statement a transaction by itself)."""
     counter = [0]
-    transaction = backend._transaction
+    inside = [False]
 
-    def counted(*args):
-        counter[0] += 1
-        return transaction(*args)
+    def traced(sql):
+        head = sql.lstrip().split(None, 1)[0].upper()
+        if head == "BEGIN":
+            inside[0] = True
+            counter[0] += "IMMEDIATE" in sql.upper()
+        elif head in ("COMMIT", "ROLLBACK", "END"):
+            inside[0] = False
+        elif head in ("INSERT", "UPDATE", "DELETE", "REPLACE") and not inside[0]:
+            counter[0] += 1
 
-    backend._transaction = counted
+    await backend._call(lambda: backend._raw.set_trace_callback(traced))
     return counter
 
 
@@ -193,7 +202,7 @@ async def _started_worker(q, handler, **options):
 
 async def test_an_idle_worker_gets_the_task_in_the_inserts_own_transaction(db_path):
     async with Queue(db_path) as q:
-        transactions = _count_transactions(q.backend)
+        transactions = await _count_transactions(q.backend)
         started = asyncio.Queue()
 
         async def handler(task):
@@ -221,6 +230,43 @@ async def test_an_idle_worker_gets_the_task_in_the_inserts_own_transaction(db_pa
             await run
         assert worker.completed == 5
         assert (await q.stats())["by_status"]["completed"] == 5
+
+
+async def test_a_hand_off_is_one_statement(db_path, monkeypatch):
+    # (No turn for other coroutines after SHORT_RUN direct calls: the worker must not
+    # run its own statements inside the enqueue counted here.)
+    monkeypatch.setattr(sqlite_backend, "SHORT_RUN", 10**9)
+    async with Queue(db_path) as q:
+        started = asyncio.Queue()
+
+        async def handler(task):
+            started.put_nowait(task)
+
+        worker, run = await _started_worker(q, handler, concurrency=4)
+        try:
+            async with statements_run(q) as statements:
+                for i in range(3):
+                    await _idle(worker)
+                    before = len(statements)
+                    task_id = await q.enqueue("t", i)
+                    # The check that no other task comes first and the claimed insert:
+                    # one statement, a transaction by itself (it was four: BEGIN
+                    # IMMEDIATE, the check, the insert, COMMIT).
+                    assert [sql.split(None, 1)[0] for sql in statements[before:]] == ["INSERT"]
+                    assert _row(db_path, task_id)[:2] == ("running", 1)
+                    assert (await asyncio.wait_for(started.get(), 30)).id == task_id
+        finally:
+            worker.stop()
+            await run
+
+
+async def test_a_single_enqueue_is_one_statement(db_path):
+    async with Queue(db_path) as q:
+        async with statements_run(q) as statements:
+            task_ids = [await q.enqueue("t", i) for i in range(3)]
+        # insert_one alone, without BEGIN IMMEDIATE and COMMIT around it.
+        assert [sql.split(None, 1)[0] for sql in statements] == ["INSERT"] * 3
+        assert [(await q.get(i)).payload for i in task_ids] == [0, 1, 2]
 
 
 async def test_a_handed_off_task_starts_one_loop_round_after_the_enqueue(db_path):

@@ -38,19 +38,19 @@ VALUES ((SELECT MAX(COALESCE((SELECT MAX(id) FROM prismq_tasks), 0), id) + 1 FRO
 -- name: insert_claimed
 -- The local hand-off (SQLiteBackend.insert_handed): one task inserted already
 -- claimed, every column as claim_level would set it (running, attempt 1, the
--- claim's lease, token and worker, started now). Id as in insert_one.
-INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at, idempotency_key,
+-- claim's lease, token and worker, started ?10, the claim's time), but only if a
+-- claim made at ?10 would take this task and nothing else: no queued task is due
+-- (whatever the strategy, a claim may take it first) and no lease has expired (a
+-- claim recovers it first); two seeks, prismq_ready_time and prismq_leases. Else
+-- it inserts nothing (rowcount 0). One statement, so it runs without BEGIN and
+-- COMMIT: SQLite takes the write lock as the statement starts, before it reads,
+-- so the check and the insert are one transaction. Id as in insert_one.
+INSERT INTO prismq_tasks (id, type, payload, priority, status, run_at, max_attempts, created_at,
                           attempts, lease_until, token, worker_id, started_at)
-VALUES ((SELECT MAX(COALESCE((SELECT MAX(id) FROM prismq_tasks), 0), id) + 1 FROM prismq_id_floor),
-        ?, ?, ?, 'running', ?, ?, ?, ?, 1, ?, ?, ?, ?);
-
--- name: claim_would_differ
--- Would a claim made now take anything but a task inserted now? Yes if any
--- queued task is due (whatever the strategy, a claim may take it first) or a
--- lease has expired (a claim recovers it first). Two seeks: prismq_ready_time,
--- prismq_leases.
-SELECT EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= :now)
-    OR EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'running' AND lease_until < :now);
+SELECT (SELECT MAX(COALESCE((SELECT MAX(id) FROM prismq_tasks), 0), id) + 1 FROM prismq_id_floor),
+       ?1, ?2, ?3, 'running', ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10
+WHERE NOT EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?10)
+  AND NOT EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'running' AND lease_until < ?10);
 
 -- name: max_id
 SELECT COALESCE(MAX(id), 0) FROM prismq_tasks;
