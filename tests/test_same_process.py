@@ -462,3 +462,28 @@ async def test_a_handed_off_task_whose_lease_expires_is_fenced(db_path):
             await run
         task = await q.get(task_id)
         assert task.status.value == "completed" and task.result == "rescued"
+
+
+async def test_a_workers_claim_request_calls_no_other_function_of_the_package(db_path):
+    # A Worker asks for a ClaimRequest before every trip and every hand-off, with
+    # arguments it checked once: they pass one inline check, and neither check_int
+    # nor the other checks run (they cost more than the rest of the claim's Python).
+    import prismq_queue
+
+    package = prismq_queue.__path__[0]
+    async with Queue(db_path) as q:
+        worker = Worker(q, lease_seconds=60, handle_signals=False)
+        calls = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code.co_filename.startswith(package):
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            request = q.claim_request(worker.worker_id, 1, worker.strategy, worker.lease_seconds)
+        finally:
+            sys.setprofile(None)
+        assert calls == ["claim_request"], calls
+        assert (request.worker_id, request.limit, request.strategy) == (worker.worker_id, 1, "priority")
+        assert 59 < request.lease_until - time.time() <= 60 and 0 <= request.token < 2**62

@@ -10,6 +10,8 @@ from prismq_queue import Queue
 from prismq_queue.backends.sqlite import Q
 from prismq_queue.backends.sqlite_watcher import ChangeWatcher
 
+from helpers import statements_run
+
 
 def _enqueue_raw(db_path):
     """Commit a due task through a plain sqlite3 connection, as another process would."""
@@ -66,3 +68,44 @@ async def test_disarmed_watcher_stays_quiet(db_path):
             assert not await _woken(woke, 0.5)
         finally:
             watcher.stop()
+
+
+# -- the claim of a worker woken by another process's commit ---------------------------------
+
+
+async def test_a_claim_with_no_expired_lease_runs_no_recovering_update(db_path):
+    async with Queue(db_path) as q:
+        await q.enqueue_many([("t", i) for i in range(3)])
+        held = await q.claim("other", limit=1)  # a lease that has not expired
+        async with statements_run(q) as statements:
+            trip = await q.round_trip((), q.claim_request("w", 5), recover=True)
+        assert [t.payload for t in trip.tasks] == [1, 2]
+        # One seek for the earliest lease end instead of the two recovering UPDATEs.
+        assert not [sql for sql in statements if sql.lstrip().startswith("UPDATE") and "lease_until <" in sql]
+        assert trip.next_expiry == held[0].lease_until
+
+
+async def test_a_claim_that_comes_up_short_reads_both_next_moments_in_one_statement(db_path):
+    async with Queue(db_path) as q:
+        await q.enqueue("t", "due")
+        later = await q.enqueue("t", "later", delay=3600)
+        async with statements_run(q) as statements:
+            trip = await q.round_trip((), q.claim_request("w", 5), recover=True)
+        assert [t.payload for t in trip.tasks] == ["due"]
+        assert trip.next_due == (await q.get(later)).run_at
+        assert trip.next_expiry == trip.tasks[0].lease_until
+        # After the claim: COMMIT, and before it one statement for both moments.
+        commit = len(statements) - 1
+        assert statements[commit] == "COMMIT"
+        assert "MIN(run_at)" in statements[commit - 1] and "MIN(lease_until)" in statements[commit - 1]
+
+
+async def test_an_expired_lease_is_still_recovered_by_a_claim(db_path):
+    async with Queue(db_path) as q:
+        task_id = await q.enqueue("t", "x")
+        (task,) = await q.claim("dead", limit=1, lease_seconds=0.01)
+        await asyncio.sleep(0.05)
+        trip = await q.round_trip((), q.claim_request("w", 5), recover=True)
+        assert trip.recovered == 1
+        assert [(t.id, t.worker_id) for t in trip.tasks] == [(task_id, "w")]
+

@@ -443,13 +443,17 @@ class SQLiteBackend(Backend):
         if finishes:
             result.outcomes = self._finish(c, finishes)
         if recover:
-            result.recovered = (c.execute(Q["recover_exhausted"], {"now": now}).rowcount
-                                + c.execute(Q["recover_requeue"], {"now": now}).rowcount)
+            # Usually no lease has expired: one seek says so, where the two recovering
+            # UPDATEs are two statements (each its bindings, step and reset).
+            expiry = c.execute(Q["next_lease_expiry"]).fetchone()[0]
+            if expiry is not None and expiry < now:
+                params = {"now": now}
+                result.recovered = (c.execute(Q["recover_exhausted"], params).rowcount
+                                    + c.execute(Q["recover_requeue"], params).rowcount)
         if claim is not None and claim.limit > 0:
             result.claimed = self._claim(c, claim, now)
             if len(result.claimed) < claim.limit:
-                result.next_due = c.execute(Q["next_due"]).fetchone()[0]
-                result.next_expiry = c.execute(Q["next_lease_expiry"]).fetchone()[0]
+                result.next_due, result.next_expiry = c.execute(Q["next_moments"]).fetchone()
         return result
 
     @staticmethod

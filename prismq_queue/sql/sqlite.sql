@@ -201,12 +201,17 @@ UPDATE prismq_tasks
 SET status = 'queued', run_at = :now, lease_until = NULL, worker_id = NULL
 WHERE status = 'running' AND lease_until < :now;
 
--- name: next_due
--- The earliest run_at of any queued task: one seek into prismq_ready_time.
-SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued';
-
 -- name: next_lease_expiry
+-- The earliest lease end of a running task: one seek into prismq_leases. Every
+-- expired lease ends before it, so none has expired while it is not before now.
 SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running';
+
+-- name: next_moments
+-- The earliest run_at of a queued task (one seek into prismq_ready_time) and
+-- next_lease_expiry, in one statement: when a claim comes up short, the Worker
+-- waits until the earlier of the two at most.
+SELECT (SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued'),
+       (SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running');
 
 -- name: any_ready
 -- Is any task due? One seek into prismq_ready_time, however many levels wait.
