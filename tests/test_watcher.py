@@ -109,3 +109,36 @@ async def test_an_expired_lease_is_still_recovered_by_a_claim(db_path):
         assert trip.recovered == 1
         assert [(t.id, t.worker_id) for t in trip.tasks] == [(task_id, "w")]
 
+
+
+async def test_a_look_that_saw_no_commit_yet_looks_again_at_the_next_loop_round(db_path, monkeypatch):
+    # A WAL write event may come before its commit is published in the shared index.
+    # The next look must not wait for a timer: the loop sleeps in whole milliseconds,
+    # so a 0.1 ms timer fired 1 ms later. (The loop's clock stands still here, so no
+    # timer can come due: only a look of the next round counts.)
+    async with Queue(db_path):
+        watcher = ChangeWatcher(db_path, Q["any_ready"], safety_interval=60)
+        try:
+            woke = asyncio.Event()
+            watcher.arm(woke.set)
+            await asyncio.sleep(0.05)  # the first look, at arming
+            looks = []
+            look = watcher._look
+
+            def counted(fresh=False):
+                looks.append(fresh)
+                return look(fresh) if len(looks) > 1 else False  # the first finds nothing yet
+
+            watcher._look = counted
+            _enqueue_raw(db_path)
+            loop = asyncio.get_running_loop()
+            frozen = loop.time()
+            monkeypatch.setattr(loop, "time", lambda: frozen)
+            watcher._on_event()
+            assert len(looks) == 1
+            await asyncio.sleep(0)  # one loop round
+            monkeypatch.undo()
+            assert len(looks) == 2
+            assert woke.is_set()
+        finally:
+            watcher.stop()

@@ -61,7 +61,7 @@ class ChangeWatcher:
         self._interval = interval
         self._wakes: set[Callable[[], None]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer: Optional[asyncio.Handle] = None  # the next look of the timer (or of a settle)
         self._fresh: Optional[asyncio.Handle] = None  # the look arm() asked for, not made yet
         self._last: Optional[int] = None
         self._settle_until = 0.0
@@ -140,10 +140,15 @@ class ChangeWatcher:
         if not self._look():
             # A commit writes its frames to the WAL first and publishes them in the
             # shared index just after: the write may not be visible yet. Look again
-            # after 0.1 ms, doubling up to the interval, for a short while.
+            # at the loop's next round (the other process needs microseconds to
+            # publish it), then after 0.1 ms, doubling up to the interval, for a
+            # short while. Not a 0.1 ms timer first: the loop sleeps in whole
+            # milliseconds (epoll), so that look would come 1 ms later.
             self._settle_until = time.monotonic() + SETTLE
-            self._pause = 0.0001
-            self._schedule(self._pause)
+            self._pause = 0.00005  # doubled before the first timer: 0.1 ms
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_soon(self._on_timer)  # type: ignore[union-attr]  # set while armed
 
     def _only_local_inserts(self) -> bool:
         """True if the commits behind this event are this process's own inserts, which woke its workers already.
