@@ -149,7 +149,15 @@ class Queue:
                       idempotency_key: Optional[str] = None) -> int:
         """Add one task; returns its id (the live task's id if `idempotency_key` is already queued or running)."""
         now = time.time()
-        row = self._new_row(now, task_type, payload, priority, delay, run_at, max_attempts, idempotency_key)
+        if type(task_type) is str and type(priority) is int and delay == 0 and run_at is None \
+                and max_attempts is None and idempotency_key is None and task_type.isascii() and task_type \
+                and not task_type.isspace() and -(2**63) <= priority < 2**63:
+            # The usual call (a type, a payload, perhaps a priority) checked in one
+            # expression, as enqueue_many checks its plain items: what _new_row makes of it.
+            row = (task_type, encode_json(payload, "payload"), priority, now,
+                   self._policies.get(task_type, self.retry).max_attempts, now, None)
+        else:
+            row = self._new_row(now, task_type, payload, priority, delay, run_at, max_attempts, idempotency_key)
         if self._takers and idempotency_key is None and row[N_RUN_AT] <= now:
             return await self._hand_off(row)
         (task_id,) = await self._insert([row])

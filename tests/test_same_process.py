@@ -487,3 +487,32 @@ async def test_a_workers_claim_request_calls_no_other_function_of_the_package(db
         assert calls == ["claim_request"], calls
         assert (request.worker_id, request.limit, request.strategy) == (worker.worker_id, 1, "priority")
         assert 59 < request.lease_until - time.time() <= 60 and 0 <= request.token < 2**62
+
+
+async def test_a_plain_enqueue_checks_its_arguments_inline(db_path):
+    # The usual enqueue (a type and a payload, perhaps a priority) is checked in one
+    # expression: none of _new_row, check_type and check_int run for it ...
+    import prismq_queue
+
+    package = prismq_queue.__path__[0]
+    async with Queue(db_path) as q:
+        calls = []
+
+        def profile(frame, event, arg):
+            if event == "call" and frame.f_code.co_filename.startswith(package):
+                calls.append(frame.f_code.co_name)
+
+        sys.setprofile(profile)
+        try:
+            task_id = await q.enqueue("t", {"x": 1}, priority=7)
+        finally:
+            sys.setprofile(None)
+        assert not {"_new_row", "check_type", "check_int"} & set(calls), calls
+        task = await q.get(task_id)
+        assert (task.type, task.payload, task.priority, task.max_attempts) == ("t", {"x": 1}, 7, q.retry.max_attempts)
+        assert task.run_at == task.created_at
+        # ... and what it refuses is refused as before, nothing written.
+        for bad in ({"task_type": " "}, {"task_type": ""}, {"priority": 2**63}, {"priority": True}):
+            with pytest.raises(prismq_queue.InvalidArgument):
+                await q.enqueue(**{"task_type": "t", "payload": 1, **bad})
+        assert (await q.stats())["total"] == 1
