@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .. import sql
 from ..errors import DatabaseError, InvalidArgument, QueueBusy, QueueClosed, SchemaVersionError
-from ..records import F_KIND, F_TASK_ID, F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD, N_RUN_AT, ClaimedRow
+from ..records import F_KIND, F_TASK_ID, F_VALUE, N_IDEMPOTENCY_KEY, N_PAYLOAD, ClaimedRow
 from ..strategy import LEVEL_VISITS, MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY, Backend, BackendStats, ClaimRequest, CycleResult,
