@@ -149,6 +149,7 @@ class Queue:
                       idempotency_key: Optional[str] = None) -> int:
         """Add one task; returns its id (the live task's id if `idempotency_key` is already queued or running)."""
         now = time.time()
+        row: NewTask
         if type(task_type) is str and type(priority) is int and delay == 0 and run_at is None \
                 and max_attempts is None and idempotency_key is None and task_type.isascii() and task_type \
                 and not task_type.isspace() and -(2**63) <= priority < 2**63:
