@@ -199,3 +199,120 @@ async def test_a_cancelled_wait_for_the_watch_starts_again(pg_url, pg_location):
     finally:
         for w in idle:
             await w.stop()
+
+
+# -- work arriving faster than a worker's round trips: gathered, not announced insert by insert
+
+
+def _slow_trips(idle, seconds):
+    """Make each round trip of `idle`'s worker last `seconds` longer, as on a loaded or distant server.
+
+    The delay is inside the backend's call (its connection lock held), where a slow
+    statement spends its time.
+    """
+    backend = idle.queue.backend
+    inner = backend._cycle
+
+    async def slow(conn, *args):
+        await asyncio.sleep(seconds)
+        return await inner(conn, *args)
+
+    backend._cycle = slow
+
+
+def _count_claims_with_work(idle):
+    """Count the round trips of `idle`'s worker whose claim took at least one task."""
+    idle.claims_with_work = 0
+    backend = idle.queue.backend
+    cycle = backend.cycle
+
+    async def counting(*args, **kwargs):
+        result = await cycle(*args, **kwargs)
+        if result.claimed:
+            idle.claims_with_work += 1
+        return result
+
+    backend.cycle = counting
+
+
+async def test_work_arriving_during_a_round_trip_is_not_announced_insert_by_insert(pg_location):
+    """While inserts come faster than the worker's round trips, the holder stops LISTENing and looks instead.
+
+    Each delivered notification wakes a server backend and the client process: a
+    process that only LISTENs halves the rate of single enqueues on two cores.
+    """
+    w = _Idle(pg_location, 50, _noop)
+    await w.start()
+    _slow_trips(w, 0.03)
+    try:
+        assert await _until(lambda: w.queue.backend._watching), "the idle worker never took the watch"
+        n = 100
+        async with Queue(pg_location) as producer:
+            before = w.notifications
+            for i in range(n):
+                await producer.enqueue("t", i)  # one at a time, each awaited, not waiting for it to run
+        assert await _until(lambda: len(w.ran) == n), f"only {len(w.ran)} of {n} tasks ran"
+        delivered = w.notifications - before
+        # The first inserts are announced; once one comes while the worker is busy with its trip,
+        # the holder UNLISTENs and the worker gathers the rest by looking. LISTENing throughout: n.
+        assert delivered <= n // 4, f"{delivered} notifications delivered for {n} inserts"
+    finally:
+        await w.stop()
+
+
+async def test_a_claim_while_work_arrives_takes_what_gathered(pg_location, monkeypatch):
+    """While work arrives one task at a time, claims come at most once per gathering delay, each taking all."""
+    from prismq_queue.backends import postgres
+
+    monkeypatch.setattr(postgres, "GATHER_DELAY", 2.0, raising=False)  # long enough for the whole stream on a loaded machine
+    w = _Idle(pg_location, 50, _noop)
+    await w.start()
+    _slow_trips(w, 0.05)
+    _count_claims_with_work(w)
+    try:
+        assert await _until(lambda: w.queue.backend._watching), "the idle worker never took the watch"
+        n = 40
+        async with Queue(pg_location) as producer:
+            for i in range(n):
+                await producer.enqueue("t", i)
+                await asyncio.sleep(0.01)  # a task every 10 ms or more: slower than no round trip here
+        assert await _until(lambda: len(w.ran) == n), f"only {len(w.ran)} of {n} tasks ran"
+        # The first task is claimed as soon as it is announced, the rest gathered: a claim or two
+        # for the other 39. Claiming as they come takes one claim per 50 ms trip, 8 or more.
+        assert w.claims_with_work <= 3, f"{w.claims_with_work} claims for {n} tasks arriving one at a time"
+    finally:
+        await w.stop()
+
+
+async def test_work_committed_just_before_listening_again_is_found(pg_location, monkeypatch):
+    """The holder LISTENs again once looks find nothing; a task committed just before that LISTEN still runs."""
+    import asyncpg
+
+    w = _Idle(pg_location, 50, _noop)
+    await w.start()
+    _slow_trips(w, 0.03)
+    backend = w.queue.backend
+    try:
+        assert await _until(lambda: backend._watching), "the idle worker never took the watch"
+        listener = backend._listener
+        real_add = asyncpg.Connection.add_listener
+        relisten = []
+
+        async def add_listener(conn, channel, callback):
+            if conn is listener and not relisten:
+                # The looks found nothing, so the holder LISTENs again: commit a task first,
+                # after its last claim and before the LISTEN, so that no notification announces it.
+                async with Queue(pg_location) as late:
+                    relisten.append(await late.enqueue("t", "late"))
+            return await real_add(conn, channel, callback)
+
+        monkeypatch.setattr(asyncpg.Connection, "add_listener", add_listener)
+        n = 20
+        async with Queue(pg_location) as producer:
+            for i in range(n):
+                await producer.enqueue("t", i)
+        # poll_interval is 30 s: only the look after LISTENing again runs the late task
+        assert await _until(lambda: len(w.ran) == n + len(relisten) and relisten), \
+            f"{len(w.ran)} tasks ran; LISTENed again: {bool(relisten)}"
+    finally:
+        await w.stop()

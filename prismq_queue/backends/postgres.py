@@ -8,7 +8,9 @@ when tasks are handed back or recovered, so idle workers wake at once instead
 of polling. Only one process at a time LISTENs, the one holding the watch (a
 session advisory lock); the other idle ones wait for the lock in the server:
 an insert wakes one idle worker, not all of them, and the watch passes on when
-that worker has no free slot.
+that worker has no free slot. While work arrives faster than that worker's
+round trips, the holder does not LISTEN at all: its workers gather the new work
+every few milliseconds, many tasks a claim, unannounced.
 
 A worker's round trip is one statement, so one network trip and one implicit
 transaction: it applies every finish record (arrays, one UPDATE per kind),
@@ -58,6 +60,11 @@ TRANSIENT_RETRIES = 5
 # The watch (see "notification" below): how long the holder's workers may all be
 # busy before it hands the watch on.
 HANDOVER_DELAY = 0.02
+# While work is arriving (see "notification" below): how long the watch's holder
+# lets new work gather before its workers look again, unannounced; and how many
+# such looks in a row may find nothing before it LISTENs again.
+GATHER_DELAY = 0.005
+EMPTY_LOOKS = 1
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
 # The strategies one cycle statement claims for, in the ORDER BY of sql's order_<strategy>
@@ -180,6 +187,16 @@ class PostgresBackend(Backend):
         self._waiting: Optional[asyncio.Task] = None  # waits in the server for the watch
         self._watch_lock: asyncio.Lock = None  # type: ignore[assignment]  # one watch statement at a time on the listener
         self._handover: Optional[asyncio.TimerHandle] = None
+        # While work arrives, the holder UNLISTENs and its workers look for work every
+        # GATHER_DELAY instead (see "notification" below).
+        self._arriving = False  # the holder's state: work arriving, announcements not wanted
+        self._listening = False  # the listener connection's state (LISTEN done, not UNLISTENed)
+        self._switch: Optional[asyncio.Task] = None  # brings _listening in line with _arriving
+        self._look: Optional[asyncio.TimerHandle] = None  # the next unannounced look
+        self._empty_looks = 0  # looks in a row whose claims found nothing
+        self._claimed_at = 0.0  # when the last claim began (time.monotonic())
+        self._gathering = 0  # round trips waiting for work to gather before they claim
+        self.listen_switches = 0  # LISTEN and UNLISTEN statements sent (for tests and benchmarks)
 
     # -- connection -----------------------------------------------------
 
@@ -228,8 +245,9 @@ class PostgresBackend(Backend):
                 await asyncio.wait_for(self._hand_over(), 2)
             except BaseException:
                 pass
-        tasks = (self._listener_task, self._waiting)
-        self._listener_task = self._waiting = None
+        self._stop_looking()
+        tasks = (self._listener_task, self._waiting, self._switch)
+        self._listener_task = self._waiting = self._switch = None
         for task in tasks:
             if task is not None and not task.done():
                 task.cancel()  # (a wait for the watch: the lock goes with the session, closed below)
@@ -396,10 +414,26 @@ class PostgresBackend(Backend):
                     now: float) -> CycleResult:
         claiming = claim is not None and claim.limit > 0
         if claiming:
+            if self._arriving:
+                # Work is arriving a task at a time (see "notification" below): let it
+                # gather, so that one claim takes it all (and carries these finish
+                # records with it) instead of one claim, and one more trip, per task.
+                wait = self._claimed_at + GATHER_DELAY - time.monotonic()
+                if wait > 0:
+                    self._gathering += 1  # a round trip under way: no hand-over meanwhile
+                    try:
+                        await asyncio.sleep(wait)
+                    finally:
+                        self._gathering -= 1
+                    now = max(now, time.time())  # the claim happens now: tasks due by now are its
+            self._claimed_at = time.monotonic()
             # Notifications counted from here on may announce work this claim
             # does not see; arm() checks the count against this mark.
             self._seen = self._notifications
-        return await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
+        result = await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
+        if result.claimed:
+            self._empty_looks = 0  # work is still arriving: look again after the next gathering
+        return result
 
     async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[Finish], claim: Optional[ClaimRequest],
                      recover: bool, now: float) -> CycleResult:
@@ -611,6 +645,19 @@ class PostgresBackend(Backend):
     # process, which LISTENs and looks for work once (work announced while nobody
     # listened woke nobody). A holder that dies loses the lock with its session,
     # and the next waiter gets it the same way.
+    #
+    # Even one delivery per insert is dear: measured here, a process that only
+    # LISTENs (and counts) halves the rate of single enqueues, because each
+    # delivery is a server backend woken, a transaction there and a client woken,
+    # on the cores the producer needs. So while work is arriving (a notification
+    # comes while none of the holder's workers waits: they are still busy with the
+    # last), the holder UNLISTENs and its workers look again GATHER_DELAY after
+    # each time they are idle, taking what gathered meanwhile in one claim,
+    # unannounced. Once EMPTY_LOOKS looks in a row found nothing, it LISTENs
+    # again, and then looks once more if any task is queued: work committed before
+    # the LISTEN took effect was announced to nobody, and anything after it is.
+    # At any moment the holder either LISTENs or has a look due, so no work waits
+    # longer than GATHER_DELAY for a holder with a free slot.
 
     def arm(self, wake: Callable[[], None]) -> None:
         self._wakes.add(wake)
@@ -621,7 +668,9 @@ class PostgresBackend(Backend):
             return
         if self._listener is not None:
             if self._watching:
-                if self._notifications != self._seen:
+                if self._arriving:
+                    self._look_later()
+                elif self._notifications != self._seen:
                     wake()  # work announced since the last claim began, which that claim may have missed
             else:
                 self._wait_for_watch()
@@ -635,13 +684,33 @@ class PostgresBackend(Backend):
 
     def disarm(self, wake: Callable[[], None]) -> None:
         self._wakes.discard(wake)
-        if not self._wakes and self._watching and self._handover is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return
-            # A worker disarms for every round trip, too: hand over only if none comes back.
-            self._handover = loop.call_later(HANDOVER_DELAY, self._hand_over_if_busy)
+        if not self._wakes:
+            if self._look is not None:  # every worker went to work: each claims on its round trip anyway
+                self._look.cancel()
+                self._look = None
+            if self._watching and self._handover is None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    return
+                # A worker disarms for every round trip, too: hand over only if none comes back.
+                self._handover = loop.call_later(HANDOVER_DELAY, self._hand_over_if_busy)
+
+    def _look_later(self) -> None:
+        """Work is arriving: let the idle workers look again in GATHER_DELAY, or LISTEN again if looks find nothing."""
+        if self._look is not None:
+            return
+        if self._empty_looks >= EMPTY_LOOKS:
+            self._arriving = False
+            self._match_listening()
+            return
+        self._look = asyncio.get_running_loop().call_later(GATHER_DELAY, self._look_now)
+
+    def _look_now(self) -> None:
+        self._look = None
+        if self._watching and self._arriving:
+            self._empty_looks += 1  # (cycle() sets it back to 0 when a claim finds work)
+            self._fire()
 
     async def _listen(self) -> None:
         try:
@@ -664,6 +733,12 @@ class PostgresBackend(Backend):
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._notifications += 1
         if self._watching:
+            if not self._arriving and not self._wakes:
+                # No worker here waits: they are still busy with earlier work while
+                # more arrives. Stop the announcements; the workers look instead.
+                self._arriving = True
+                self._empty_looks = 0
+                self._match_listening()
             self._fire()
 
     def _on_listener_lost(self, conn: Any) -> None:
@@ -671,11 +746,50 @@ class PostgresBackend(Backend):
             self._listener = None
             self._listener_task = None
             self._watching = False  # the lock went with the session
+            self._stop_looking()
             self._fire()  # let workers look, and listen again when they next wait
+
+    def _stop_looking(self) -> None:
+        """The holder no longer watches: no looks due, nothing LISTENed on a session that may be gone."""
+        self._arriving = self._listening = False
+        if self._look is not None:
+            self._look.cancel()
+            self._look = None
 
     def _fire(self) -> None:
         for wake in list(self._wakes):
             wake()
+
+    def _match_listening(self) -> None:
+        """LISTEN or UNLISTEN, in the background, as _arriving says (one statement at a time on the listener)."""
+        if self._switch is None or self._switch.done():
+            self._switch = asyncio.get_running_loop().create_task(self._switch_listening())
+
+    async def _switch_listening(self) -> None:
+        async with self._watch_lock:
+            listener = self._listener
+            while (listener is not None and listener is self._listener and self._watching
+                   and self._listening == self._arriving):
+                listen = not self._arriving
+                try:
+                    if listen:
+                        await listener.add_listener(self.channel, self._on_notify)
+                    else:
+                        await listener.remove_listener(self.channel, self._on_notify)
+                    self.listen_switches += 1
+                    self._listening = listen
+                    # Work committed before the LISTEN took effect was announced to
+                    # nobody: look if any task waits (a delayed one too: the look
+                    # tells the workers when it falls due).
+                    if listen and await listener.fetchval(self._q["any_queued"]):
+                        self._fire()
+                except Exception as exc:  # noqa: BLE001 - the session is unusable: start afresh on a new one
+                    if listener is self._listener and not listener.is_closed():
+                        log.warning("prismq_queue: LISTEN/UNLISTEN on %s failed (%s); listening again",
+                                    self.url, exc)
+                        listener.terminate()
+                        self._on_listener_lost(listener)
+                    return
 
     def _wait_for_watch(self) -> None:
         """Queue in the server for the watch, in the background, if a worker here waits for work."""
@@ -705,7 +819,8 @@ class PostgresBackend(Backend):
                 return
             if listener is not self._listener:  # lost meanwhile: the lock went with it
                 return
-            self._watching = True
+            self._watching = self._listening = True
+            self._arriving = False
         # Work announced while nobody listened (or while the last holder was busy)
         # woke nobody: look once. Anything committed from here on is announced.
         self._fire()
@@ -716,7 +831,7 @@ class PostgresBackend(Backend):
         self._handover = None
         if not self._watching or self._wakes or self._listener is None:
             return
-        if self._lock is not None and self._lock.locked():
+        if self._gathering or (self._lock is not None and self._lock.locked()):
             # A round trip is under way (a slow one, on a loaded server): its worker
             # may well come back for more work. Look again later.
             self._handover = asyncio.get_running_loop().call_later(HANDOVER_DELAY, self._hand_over_if_busy)
@@ -728,11 +843,14 @@ class PostgresBackend(Backend):
             listener = self._listener
             if not self._watching or listener is None:
                 return
+            listening = self._listening
             self._watching = False
+            self._stop_looking()
             try:
                 # UNLISTEN first: once the lock is free the next holder LISTENs, and
                 # an insert must not then be delivered to both.
-                await listener.remove_listener(self.channel, self._on_notify)
+                if listening:
+                    await listener.remove_listener(self.channel, self._on_notify)
                 await listener.fetchval(self._q["watch_hand_over"])
             except Exception:  # noqa: BLE001 - the session is gone, and the lock with it
                 return

@@ -276,6 +276,11 @@ RETURNING t.id;
 -- name: any_ready
 SELECT EXISTS (SELECT 1 FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at <= $1);
 
+-- name: any_queued
+-- The watch's holder LISTENs again after a spell of looking for work unannounced:
+-- is there a task it may have missed? (delayed ones count: a look says when they fall due)
+SELECT EXISTS (SELECT 1 FROM {schema}.prismq_tasks WHERE status = 'queued');
+
 -- name: get_task
 SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
        lease_until, token, worker_id, result, error, idempotency_key, finished_at
