@@ -102,6 +102,17 @@ recover_exhausted AS (
     RETURNING id
 )
 
+-- fragment: complete_finishes
+-- The completions of a cycle ($1-$4: ids, tokens, result JSON, finished_at), fenced
+-- by id and token: a CTE of "cycle" and of "complete_cycle".
+complete AS (
+    UPDATE {schema}.prismq_tasks t
+    SET status = 'completed', result = f.value, finished_at = f.at, lease_until = NULL
+    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[]) AS f (id, token, value, at)
+    WHERE t.id = f.id AND t.token = f.token AND t.status IN ('running', 'queued')
+    RETURNING t.id
+)
+
 -- name: cycle
 -- A worker's whole round trip in one statement, so one network trip and one
 -- implicit transaction: apply the finish records of each kind (complete, retry,
@@ -125,13 +136,7 @@ recover_exhausted AS (
 -- One row per claimed task, or one row of NULLs; each row also carries the
 -- summary: how many finish records applied, how many leases were recovered,
 -- when the next delayed task falls due and when the next lease ends.
-WITH complete AS (
-    UPDATE {schema}.prismq_tasks t
-    SET status = 'completed', result = f.value, finished_at = f.at, lease_until = NULL
-    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::float8[]) AS f (id, token, value, at)
-    WHERE t.id = f.id AND t.token = f.token AND t.status IN ('running', 'queued')
-    RETURNING t.id
-), retry AS (
+WITH {complete_finishes}, retry AS (
     UPDATE {schema}.prismq_tasks t
     SET status = 'queued', error = f.value, run_at = f.at, lease_until = NULL, worker_id = NULL
     FROM unnest($5::bigint[], $6::bigint[], $7::text[], $8::float8[]) AS f (id, token, value, at)
@@ -195,6 +200,35 @@ WITH {recover_leases now=$1 recover=$2 skip=ARRAY[]::bigint[]}, claimed AS (
            (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
            (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $1) AS next_due,
            (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry,
+           CASE WHEN (SELECT count(*) FROM recover_requeue) > 0
+                THEN pg_notify({channel}, '') END IS NULL AS quiet
+)
+SELECT c.*, s.applied, s.recovered, s.next_due, s.next_expiry, s.quiet
+FROM summary s LEFT JOIN claimed c ON true;
+
+-- name: complete_cycle
+-- The cycle whose finish records are all completions, the common case: the same
+-- completions, recovery, claim and summary as "cycle", planned without the
+-- retry, fail and release UPDATEs. Each UPDATE of a statement costs the server
+-- its set-up on every execution, rows or none: measured here, "cycle" costs
+-- about 0.9 ms of server CPU however few rows it changes, 20 us a task more.
+--   $1-$4 complete: ids, tokens, result JSON, finished_at
+--   $5 now, $6 recover expired leases or not
+--   $7 lease_until, $8 token, $9 worker_id, $10 how many to claim (0: none)
+WITH {complete_finishes}, {recover_leases now=$5 recover=$6 skip=$1::bigint[]}, claimed AS (
+    UPDATE {schema}.prismq_tasks
+    SET status = 'running', attempts = attempts + 1, lease_until = $7, token = $8, worker_id = $9,
+        started_at = $5
+    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
+                 WHERE status = 'queued' AND run_at <= $5 AND id <> ALL($1::bigint[])
+                 ORDER BY {order} LIMIT $10 FOR UPDATE SKIP LOCKED)
+    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
+), summary AS (
+    SELECT (SELECT count(*) FROM complete) AS applied,
+           (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
+           (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $5) AS next_due,
+           (SELECT min(lease_until) FROM {schema}.prismq_tasks WHERE status = 'running') AS next_expiry,
+           -- leases recovered just now are due at once: wake the idle workers
            CASE WHEN (SELECT count(*) FROM recover_requeue) > 0
                 THEN pg_notify({channel}, '') END IS NULL AS quiet
 )
