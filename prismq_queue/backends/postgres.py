@@ -190,15 +190,10 @@ class PostgresBackend(Backend):
         self._watch_lock: asyncio.Lock = None  # type: ignore[assignment]  # one watch statement at a time on the listener
         self._handover: Optional[asyncio.TimerHandle] = None
         # While work arrives, the holder UNLISTENs and its workers look for work every
-        # GATHER_DELAY instead (see "notification" below).
-        self._arriving = False  # the holder's state: work arriving, announcements not wanted
-        self._listening = False  # the listener connection's state (LISTEN done, not UNLISTENed)
-        self._switch: Optional[asyncio.Task] = None  # brings _listening in line with _arriving
-        self._look: Optional[asyncio.TimerHandle] = None  # the next unannounced look
-        self._empty_looks = 0  # looks in a row whose claims found nothing
-        self._claimed_at = 0.0  # when the last claim began (time.monotonic())
-        self._gathering = 0  # round trips waiting for work to gather before they claim
-        self.listen_switches = 0  # LISTEN and UNLISTEN statements sent (for tests and benchmarks)
+        # GATHER_DELAY instead (see "notification" below). In an object of its own: an
+        # instance of more than 30 attributes loses CPython's shared-key dict, and every
+        # attribute read of the backend (enqueue's too) gets dearer.
+        self._gather = _Gathering()
 
     # -- connection -----------------------------------------------------
 
@@ -248,8 +243,8 @@ class PostgresBackend(Backend):
             except BaseException:
                 pass
         self._stop_looking()
-        tasks = (self._listener_task, self._waiting, self._switch)
-        self._listener_task = self._waiting = self._switch = None
+        tasks = (self._listener_task, self._waiting, self._gather.switch)
+        self._listener_task = self._waiting = self._gather.switch = None
         for task in tasks:
             if task is not None and not task.done():
                 task.cancel()  # (a wait for the watch: the lock goes with the session, closed below)
@@ -416,25 +411,25 @@ class PostgresBackend(Backend):
                     now: float) -> CycleResult:
         claiming = claim is not None and claim.limit > 0
         if claiming:
-            if self._arriving:
+            if self._gather.arriving:
                 # Work is arriving a task at a time (see "notification" below): let it
                 # gather, so that one claim takes it all (and carries these finish
                 # records with it) instead of one claim, and one more trip, per task.
-                wait = self._claimed_at + GATHER_DELAY - time.monotonic()
+                wait = self._gather.claimed_at + GATHER_DELAY - time.monotonic()
                 if wait > 0:
-                    self._gathering += 1  # a round trip under way: no hand-over meanwhile
+                    self._gather.waiting += 1  # a round trip under way: no hand-over meanwhile
                     try:
                         await asyncio.sleep(wait)
                     finally:
-                        self._gathering -= 1
+                        self._gather.waiting -= 1
                     now = max(now, time.time())  # the claim happens now: tasks due by now are its
-            self._claimed_at = time.monotonic()
+            self._gather.claimed_at = time.monotonic()
             # Notifications counted from here on may announce work this claim
             # does not see; arm() checks the count against this mark.
             self._seen = self._notifications
         result = await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
         if result.claimed:
-            self._empty_looks = 0  # work is still arriving: look again after the next gathering
+            self._gather.empty_looks = 0  # work is still arriving: look again after the next gathering
         return result
 
     async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[Finish], claim: Optional[ClaimRequest],
@@ -674,7 +669,7 @@ class PostgresBackend(Backend):
             return
         if self._listener is not None:
             if self._watching:
-                if self._arriving:
+                if self._gather.arriving:
                     self._look_later()
                 elif self._notifications != self._seen:
                     wake()  # work announced since the last claim began, which that claim may have missed
@@ -691,9 +686,9 @@ class PostgresBackend(Backend):
     def disarm(self, wake: Callable[[], None]) -> None:
         self._wakes.discard(wake)
         if not self._wakes:
-            if self._look is not None:  # every worker went to work: each claims on its round trip anyway
-                self._look.cancel()
-                self._look = None
+            if self._gather.look is not None:  # every worker went to work: each claims on its round trip anyway
+                self._gather.look.cancel()
+                self._gather.look = None
             if self._watching and self._handover is None:
                 try:
                     loop = asyncio.get_running_loop()
@@ -704,18 +699,18 @@ class PostgresBackend(Backend):
 
     def _look_later(self) -> None:
         """Work is arriving: let the idle workers look again in GATHER_DELAY, or LISTEN again if looks find nothing."""
-        if self._look is not None:
+        if self._gather.look is not None:
             return
-        if self._empty_looks >= EMPTY_LOOKS:
-            self._arriving = False
+        if self._gather.empty_looks >= EMPTY_LOOKS:
+            self._gather.arriving = False
             self._match_listening()
             return
-        self._look = asyncio.get_running_loop().call_later(GATHER_DELAY, self._look_now)
+        self._gather.look = asyncio.get_running_loop().call_later(GATHER_DELAY, self._look_now)
 
     def _look_now(self) -> None:
-        self._look = None
-        if self._watching and self._arriving:
-            self._empty_looks += 1  # (cycle() sets it back to 0 when a claim finds work)
+        self._gather.look = None
+        if self._watching and self._gather.arriving:
+            self._gather.empty_looks += 1  # (cycle() sets it back to 0 when a claim finds work)
             self._fire()
 
     async def _listen(self) -> None:
@@ -739,11 +734,11 @@ class PostgresBackend(Backend):
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._notifications += 1
         if self._watching:
-            if not self._arriving and not self._wakes:
+            if not self._gather.arriving and not self._wakes:
                 # No worker here waits: they are still busy with earlier work while
                 # more arrives. Stop the announcements; the workers look instead.
-                self._arriving = True
-                self._empty_looks = 0
+                self._gather.arriving = True
+                self._gather.empty_looks = 0
                 self._match_listening()
             self._fire()
 
@@ -757,10 +752,10 @@ class PostgresBackend(Backend):
 
     def _stop_looking(self) -> None:
         """The holder no longer watches: no looks due, nothing LISTENed on a session that may be gone."""
-        self._arriving = self._listening = False
-        if self._look is not None:
-            self._look.cancel()
-            self._look = None
+        self._gather.arriving = self._gather.listening = False
+        if self._gather.look is not None:
+            self._gather.look.cancel()
+            self._gather.look = None
 
     def _fire(self) -> None:
         for wake in list(self._wakes):
@@ -768,22 +763,21 @@ class PostgresBackend(Backend):
 
     def _match_listening(self) -> None:
         """LISTEN or UNLISTEN, in the background, as _arriving says (one statement at a time on the listener)."""
-        if self._switch is None or self._switch.done():
-            self._switch = asyncio.get_running_loop().create_task(self._switch_listening())
+        if self._gather.switch is None or self._gather.switch.done():
+            self._gather.switch = asyncio.get_running_loop().create_task(self._switch_listening())
 
     async def _switch_listening(self) -> None:
         async with self._watch_lock:
             listener = self._listener
             while (listener is not None and listener is self._listener and self._watching
-                   and self._listening == self._arriving):
-                listen = not self._arriving
+                   and self._gather.listening == self._gather.arriving):
+                listen = not self._gather.arriving
                 try:
                     if listen:
                         await listener.add_listener(self.channel, self._on_notify)
                     else:
                         await listener.remove_listener(self.channel, self._on_notify)
-                    self.listen_switches += 1
-                    self._listening = listen
+                    self._gather.listening = listen
                     # Work committed before the LISTEN took effect was announced to
                     # nobody: look if any task waits (a delayed one too: the look
                     # tells the workers when it falls due).
@@ -825,8 +819,8 @@ class PostgresBackend(Backend):
                 return
             if listener is not self._listener:  # lost meanwhile: the lock went with it
                 return
-            self._watching = self._listening = True
-            self._arriving = False
+            self._watching = self._gather.listening = True
+            self._gather.arriving = False
         # Work announced while nobody listened (or while the last holder was busy)
         # woke nobody: look once. Anything committed from here on is announced.
         self._fire()
@@ -837,7 +831,7 @@ class PostgresBackend(Backend):
         self._handover = None
         if not self._watching or self._wakes or self._listener is None:
             return
-        if self._gathering or (self._lock is not None and self._lock.locked()):
+        if self._gather.waiting or (self._lock is not None and self._lock.locked()):
             # A round trip is under way (a slow one, on a loaded server): its worker
             # may well come back for more work. Look again later.
             self._handover = asyncio.get_running_loop().call_later(HANDOVER_DELAY, self._hand_over_if_busy)
@@ -849,7 +843,7 @@ class PostgresBackend(Backend):
             listener = self._listener
             if not self._watching or listener is None:
                 return
-            listening = self._listening
+            listening = self._gather.listening
             self._watching = False
             self._stop_looking()
             try:
@@ -862,6 +856,21 @@ class PostgresBackend(Backend):
                 return
         if self._wakes:  # a worker came back meanwhile: queue again
             self._wait_for_watch()
+
+
+class _Gathering:
+    """The watch holder's state while work arrives faster than its workers take it (see "notification")."""
+
+    __slots__ = ("arriving", "listening", "switch", "look", "empty_looks", "claimed_at", "waiting")
+
+    def __init__(self) -> None:
+        self.arriving = False  # work arriving: announcements not wanted, the workers look instead
+        self.listening = False  # the listener connection's state (LISTEN done, not UNLISTENed)
+        self.switch: Optional[asyncio.Task] = None  # brings `listening` in line with `arriving`
+        self.look: Optional[asyncio.TimerHandle] = None  # the next unannounced look
+        self.empty_looks = 0  # looks in a row whose claims found nothing
+        self.claimed_at = 0.0  # when the last claim began (time.monotonic())
+        self.waiting = 0  # round trips waiting for work to gather before they claim
 
 
 def _secrets_of(dsn: str) -> list[str]:
