@@ -769,7 +769,9 @@ class PostgresBackend(Backend):
     async def _switch_listening(self) -> None:
         async with self._watch_lock:
             listener = self._listener
-            while (listener is not None and listener is self._listener and self._watching
+            if listener is None:
+                return
+            while (listener is self._listener and self._watching
                    and self._gather.listening == self._gather.arriving):
                 listen = not self._gather.arriving
                 try:
