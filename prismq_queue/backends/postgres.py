@@ -769,9 +769,7 @@ class PostgresBackend(Backend):
     async def _switch_listening(self) -> None:
         async with self._watch_lock:
             listener = self._listener
-            if listener is None:
-                return
-            while (listener is self._listener and self._watching
+            while (listener is not None and self._is_current(listener) and self._watching
                    and self._gather.listening == self._gather.arriving):
                 listen = not self._gather.arriving
                 try:
@@ -786,12 +784,17 @@ class PostgresBackend(Backend):
                     if listen and await listener.fetchval(self._q["any_queued"]):
                         self._fire()
                 except Exception as exc:  # noqa: BLE001 - the session is unusable: start afresh on a new one
-                    if listener is self._listener and not listener.is_closed():
+                    if self._is_current(listener) and not listener.is_closed():
                         log.warning("prismq_queue: LISTEN/UNLISTEN on %s failed (%s); listening again",
                                     self.url, exc)
                         listener.terminate()
                         self._on_listener_lost(listener)
                     return
+
+    def _is_current(self, listener: Any) -> bool:
+        # Not `listener is self._listener` inline: mypy reads that identity test as
+        # making `listener` Optional again, after the `is not None` before it.
+        return listener is self._listener
 
     def _wait_for_watch(self) -> None:
         """Queue in the server for the watch, in the background, if a worker here waits for work."""
