@@ -43,7 +43,58 @@ async def _prepare_one(pq, op, loc, n):
             ids += list(await q.enqueue_many(_items(min(1000, count - start), start)))
     if "://" in loc:
         await settle_server_statistics(loc)
+        if op == "pg_drain":
+            await delay_replies(loc)
     return ids
+
+
+# How long the server holds back its reply to each statement that updates a drain's
+# tasks (delay_replies). Natively the client has long gone idle by then; 50 ms covers the
+# client's few thousand instructions from sending to waiting under cachegrind (~30x
+# slower), with room for a loaded machine's scheduling delays. ~1 s a count (~24 trips).
+REPLY_DELAY = 0.05
+
+
+def _schema_of(loc):
+    return loc.rsplit("schema=", 1)[1].split("&")[0]
+
+
+async def delay_replies(loc):
+    """Make every trip of a drain find the client waiting for the reply, as it does natively.
+
+    A Worker sends its round trip (acknowledge, claim) and goes on with its step: one more
+    event-loop turn, then it waits in the selector. Natively the server's reply comes well
+    after that; under cachegrind the client is ~30x slower, and whether the reply was
+    already in the socket when that turn polled it (the turn then reads it, one loop turn
+    fewer, ~20k instructions) depended on the server's timing: measured, 3 to 16 of the
+    72 replies of a 1,100-task drain's process (one read each), so the drain figure of
+    runs of the same code stayed 0.17-0.27% apart after settle_server_statistics. (The
+    first use of each statement adds a prepare trip, which still races: one or two a
+    process.) A statement-level trigger on the drain queue's
+    tables, before any UPDATE, sleeps REPLY_DELAY once per transaction (the cycle is one
+    statement, so once per trip): the server's work and the client's are unchanged; the
+    reply just always comes after the client waits. Only the drain queues get it (they
+    live only for the count); enqueue's one-statement trips do not race like this."""
+    import asyncpg
+
+    schema = _schema_of(loc)
+    conn = await asyncpg.connect(loc.split("?")[0])
+    try:
+        await conn.execute(f"""
+CREATE FUNCTION "{schema}".prismq_cost_reply_delay() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF current_setting('prismq_cost.delayed', true) IS DISTINCT FROM 'on' THEN
+        PERFORM set_config('prismq_cost.delayed', 'on', true);  -- until the transaction ends
+        PERFORM pg_sleep({REPLY_DELAY});
+    END IF;
+    RETURN NULL;
+END $fn$""")
+        for (table,) in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename", schema):
+            await conn.execute(f'CREATE TRIGGER prismq_cost_reply_delay BEFORE UPDATE ON "{schema}"."{table}" '
+                               f'FOR EACH STATEMENT EXECUTE PROCEDURE "{schema}".prismq_cost_reply_delay()')
+    finally:
+        await conn.close()
 
 
 async def settle_server_statistics(loc):
@@ -61,7 +112,7 @@ async def settle_server_statistics(loc):
     the same plan. The work counted is still the client's whole drain."""
     import asyncpg
 
-    schema = loc.rsplit("schema=", 1)[1].split("&")[0]
+    schema = _schema_of(loc)
     conn = await asyncpg.connect(loc.split("?")[0])
     try:
         tables = [r[0] for r in await conn.fetch(
