@@ -7,7 +7,9 @@ section is the one exception, said there.
 """
 
 import contextlib
+import os
 import sqlite3
+import sys
 
 from prismq_queue import Queue
 from prismq_queue.backends.sqlite import SQLiteBackend
@@ -62,6 +64,25 @@ async def commit_sync_setting(queue):
     if isinstance(backend, SQLiteBackend):
         return await backend._call(lambda: backend._raw.execute("PRAGMA synchronous").fetchone()[0])
     return await backend._run(lambda conn: conn.fetchval("SHOW synchronous_commit"))
+
+
+@contextlib.contextmanager
+def package_calls():
+    """The names of prismq_queue's own functions called inside the block, in order, as a list."""
+    import prismq_queue
+
+    package = os.path.dirname(prismq_queue.__file__)
+    calls = []
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(package):
+            calls.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        yield calls
+    finally:
+        sys.setprofile(None)
 
 
 @contextlib.asynccontextmanager

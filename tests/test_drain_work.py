@@ -3,7 +3,7 @@ the statements a round trip runs, and that a batch applied in one statement stil
 and reports each record as one statement per record did."""
 
 import pytest
-from helpers import statements_run
+from helpers import package_calls, statements_run
 from prismq_queue import Queue, TaskStatus
 from prismq_queue.records import OK
 
@@ -72,18 +72,7 @@ async def test_batches_of_any_size_complete_every_task(queue, n):
 
 async def _package_calls(path, n):
     """Calls of prismq_queue's own Python functions on the event loop's thread while a Worker drains n no-op tasks."""
-    import os
-    import sys
-
-    import prismq_queue
     from prismq_queue import Worker
-
-    package = os.path.dirname(prismq_queue.__file__)
-    calls = [0]
-
-    def profile(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename.startswith(package):
-            calls[0] += 1
 
     async def noop(task):
         return None
@@ -92,13 +81,10 @@ async def _package_calls(path, n):
         await q.enqueue_many([("t", {"i": i}) for i in range(n)])
         worker = Worker(q, concurrency=50, handle_signals=False)
         worker.register("t", noop)
-        sys.setprofile(profile)
-        try:
+        with package_calls() as calls:
             await worker.run(until_empty=True)
-        finally:
-            sys.setprofile(None)
         assert worker.completed == n
-    return calls[0]
+    return len(calls)
 
 
 async def test_a_drained_task_costs_few_python_calls(tmp_path):

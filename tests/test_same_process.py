@@ -16,7 +16,7 @@ import pytest
 from prismq_queue import Queue, Worker
 from prismq_queue.backends import sqlite as sqlite_backend
 
-from helpers import statements_run
+from helpers import package_calls, statements_run
 
 # The watcher hears of WAL writes through inotify on Linux only (elsewhere it polls).
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's")
@@ -468,22 +468,10 @@ async def test_a_workers_claim_request_calls_no_other_function_of_the_package(db
     # A Worker asks for a ClaimRequest before every trip and every hand-off, with
     # arguments it checked once: they pass one inline check, and neither check_int
     # nor the other checks run (they cost more than the rest of the claim's Python).
-    import prismq_queue
-
-    package = prismq_queue.__path__[0]
     async with Queue(db_path) as q:
         worker = Worker(q, lease_seconds=60, handle_signals=False)
-        calls = []
-
-        def profile(frame, event, arg):
-            if event == "call" and frame.f_code.co_filename.startswith(package):
-                calls.append(frame.f_code.co_name)
-
-        sys.setprofile(profile)
-        try:
+        with package_calls() as calls:
             request = q.claim_request(worker.worker_id, 1, worker.strategy, worker.lease_seconds)
-        finally:
-            sys.setprofile(None)
         assert calls == ["claim_request"], calls
         assert (request.worker_id, request.limit, request.strategy) == (worker.worker_id, 1, "priority")
         assert 59 < request.lease_until - time.time() <= 60 and 0 <= request.token < 2**62
@@ -494,19 +482,9 @@ async def test_a_plain_enqueue_checks_its_arguments_inline(db_path):
     # expression: none of _new_row, check_type and check_int run for it ...
     import prismq_queue
 
-    package = prismq_queue.__path__[0]
     async with Queue(db_path) as q:
-        calls = []
-
-        def profile(frame, event, arg):
-            if event == "call" and frame.f_code.co_filename.startswith(package):
-                calls.append(frame.f_code.co_name)
-
-        sys.setprofile(profile)
-        try:
+        with package_calls() as calls:
             task_id = await q.enqueue("t", {"x": 1}, priority=7)
-        finally:
-            sys.setprofile(None)
         assert not {"_new_row", "check_type", "check_int"} & set(calls), calls
         task = await q.get(task_id)
         assert (task.type, task.payload, task.priority, task.max_attempts) == ("t", {"x": 1}, 7, q.retry.max_attempts)
