@@ -106,11 +106,18 @@ def _schema(pg_url, name):
 
 
 async def _pg_claim_reads(url, delayed_levels=0, due_levels=1, due_per_level=1, limit=10,
-                          strategy=Strategy.WEIGHTED_RANDOM):
+                          strategy=Strategy.WEIGHTED_RANDOM, analyzed=False):
+    """Index entries and rows one claim reads. The planner's statistics of the table are
+    pinned: none (autovacuum off for it, so that its analyze cannot come between the fill
+    and the claim, by chance, as it once did in CI), or, with `analyzed`, fresh ones."""
     async with Queue(url) as q:
+        table = f'"{q.backend.schema}".prismq_tasks'
+        await q.backend._run(lambda c: c.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
         await q.enqueue_many([("t", i, {"priority": i, "delay": 3600}) for i in range(delayed_levels)])
         await q.enqueue_many([("t", "due", {"priority": delayed_levels + level})
                               for level in range(due_levels) for _ in range(due_per_level)])
+        if analyzed:
+            await q.backend._run(lambda c: c.execute(f"ANALYZE {table}"))
         before = await pg_entries_read(q)
         tasks = await q.claim("w", limit=limit, strategy=strategy)
         reads = await pg_entries_read(q) - before
@@ -138,6 +145,20 @@ async def test_postgres_ordered_claims_do_not_walk_delayed_levels(pg_url, strate
                                 strategy=strategy)
     many = await _pg_claim_reads(_schema(pg_url, f"ordered_many_{strategy.value}"), delayed_levels=100_000,
                                  strategy=strategy)
+    assert many < 1.5 * few + 500, (few, many)
+
+
+@pytest.mark.xfail(strict=True, reason="known defect: with fresh statistics the generic plan of an ordered "
+                                       "claim walks the order's index through every delayed task")
+@pytest.mark.parametrize("strategy", [Strategy.PRIORITY, Strategy.LIFO])
+async def test_postgres_ordered_claims_do_not_walk_delayed_levels_once_analyzed(pg_url, strategy):
+    # As above, but the table analyzed, as autovacuum leaves a busy queue's table: the
+    # plan then walks prismq_ready_priority (or prismq_ready_due backwards) from the
+    # delayed end. Strict: it fails the suite once the claim no longer does that.
+    few = await _pg_claim_reads(_schema(pg_url, f"analyzed_few_{strategy.value}"), delayed_levels=500,
+                                strategy=strategy, analyzed=True)
+    many = await _pg_claim_reads(_schema(pg_url, f"analyzed_many_{strategy.value}"), delayed_levels=100_000,
+                                 strategy=strategy, analyzed=True)
     assert many < 1.5 * few + 500, (few, many)
 
 
