@@ -713,8 +713,10 @@ def test_verdict_says_when_the_gate_ran_busier_than_its_bands(capsys):
     from tools import compare
     doc = {"runs": [{"date": "d1", "load_average_max": 3.2},
                     {"date": "d2", "load_average_before": [0.5, 1, 1], "load_average_after": [1.7, 1, 1]},
-                    {"date": "d3", "load_average_max": 0.1}],  # no figure comes from d3 any more
-           "benchmarks": {"a": {"run": "d1"}, "b": {"run": "d2"}}}
+                    {"date": "d3", "load_average_max": 0.1},  # no figure comes from d3 any more
+                    {"date": "d4", "load_average_max": 0.2}],  # only cost figures: not a wall-clock band's load
+           "benchmarks": {"a": {"run": "d1"}, "b": {"run": "d2"},
+                          "cost.SQLite.track_instructions('drain_per_task')": {"run": "d4"}}}
     assert compare.run_load(doc["runs"][1]) == 1.7  # an older file: before / after only
     assert compare.bands_load(doc) == 1.7  # the quietest run the bands come from
     busy = compare.load_note(4.5, compare.bands_load(doc))

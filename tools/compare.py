@@ -171,6 +171,7 @@ MIN_BAND_VALUES = 6
 # only beyond band ** 2 (twice the range, on a log scale). For normal noise the chance
 # that a same-code pair differs by twice the range of 6 values is 0.7% (1.9% at 1.5x).
 TRACK_BAND_POWER = 2
+COST_PREFIX = "cost."  # the cost family: instruction counts, which do not move with load
 ABS_UNITS = {"tasks": 1, "errors": 1, "rounds": 1}  # counts: 0 -> 1 is a real change
 ABS_GROWTH_MIN = 1.0   # MiB: RSS growth wobbles by a few KiB
 # Suspects (wall-clock figures judged slower) re-measured before they fail: at most this
@@ -206,9 +207,11 @@ def run_load(run):
 
 
 def bands_load(doc):
-    """The load the bands were measured at: of the runs the figures' bands come from, the
-    lowest run_load (a gate busier than any one of them is busier than some of its bands)."""
-    used = {e.get("run") for e in doc.get("benchmarks", {}).values()}
+    """The load the wall-clock bands were measured at: of the runs those figures' bands come
+    from, the lowest run_load (a gate busier than any one of them is busier than some of its
+    bands). The cost figures' runs do not count: an instruction count does not move with load,
+    and a quiet run that re-measured only them would make every gate look busier than its bands."""
+    used = {e.get("run") for name, e in doc.get("benchmarks", {}).items() if not name.startswith(COST_PREFIX)}
     loads = [run_load(r) for r in doc.get("runs", []) if r.get("date") in used]
     loads = [x for x in loads if x is not None]
     return min(loads) if loads else None
@@ -541,7 +544,7 @@ def skip_reason(name, pg_unmeasured):
     """Why a figure was skipped on both commits, as far as the gate can tell."""
     if pg_unmeasured and pg_server.is_pg_figure(name):
         return f"PostgreSQL not measured: {pg_unmeasured}"
-    if name.startswith("cost.") and not shutil.which("valgrind"):
+    if name.startswith(COST_PREFIX) and not shutil.which("valgrind"):
         return "valgrind is not installed (apt-get install valgrind)"
     return ("asv stores no reason: its setup raised NotImplementedError (a feature, peer or "
             "server missing on this machine or commit)")
