@@ -113,6 +113,27 @@ complete AS (
     RETURNING t.id
 )
 
+-- fragment: claim_ready
+-- The claim of an ordered strategy, as the CTE "claimed" of "cycle",
+-- "claim_cycle" and "complete_cycle": the first {limit} due tasks in the
+-- strategy's "{order}" (order_* below), not those of {skip} (finished by the
+-- same statement), leased at {now} until {lease} with {token} to {worker}.
+-- The ids are picked by a sub-select that ARRAY() runs once, before the
+-- UPDATE (an InitPlan), which then looks each one up by its key. Written as
+-- "id IN (SELECT ...)", the generic plan guesses that a LIMIT whose value it
+-- does not know keeps 10% of the rows, and once the table has statistics it
+-- joins that guess with a sequential scan of the whole table: a claim of 50
+-- from a backlog of 90,000 read 90,056 rows.
+claimed AS (
+    UPDATE {schema}.prismq_tasks
+    SET status = 'running', attempts = attempts + 1, lease_until = {lease}, token = {token}, worker_id = {worker},
+        started_at = {now}
+    WHERE id = ANY(ARRAY(SELECT id FROM {schema}.prismq_tasks
+                         WHERE status = 'queued' AND run_at <= {now} AND id <> ALL({skip})
+                         ORDER BY {order} LIMIT {limit} FOR UPDATE SKIP LOCKED))
+    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
+)
+
 -- name: cycle
 -- A worker's whole round trip in one statement, so one network trip and one
 -- implicit transaction: apply the finish records of each kind (complete, retry,
@@ -157,16 +178,9 @@ WITH {complete_finishes}, retry AS (
     FROM unnest($13::bigint[], $14::bigint[], $15::float8[]) AS f (id, token, at)
     WHERE t.id = f.id AND t.token = f.token AND t.status = 'running'
     RETURNING t.id
-), {recover_leases now=$16 recover=$17 skip=$1::bigint[]||$5::bigint[]||$9::bigint[]||$13::bigint[]}, claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $18, token = $19, worker_id = $20,
-        started_at = $16
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'queued' AND run_at <= $16
-                   AND id <> ALL($1::bigint[] || $5::bigint[] || $9::bigint[] || $13::bigint[])
-                 ORDER BY {order} LIMIT $21 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-), summary AS (
+), {recover_leases now=$16 recover=$17 skip=$1::bigint[]||$5::bigint[]||$9::bigint[]||$13::bigint[]},
+{claim_ready now=$16 lease=$18 token=$19 worker=$20 limit=$21 skip=$1::bigint[]||$5::bigint[]||$9::bigint[]||$13::bigint[]},
+summary AS (
     SELECT (SELECT count(*) FROM complete) + (SELECT count(*) FROM retry) + (SELECT count(*) FROM fail)
                + (SELECT count(*) FROM release) AS applied,
            (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
@@ -187,15 +201,9 @@ FROM summary s LEFT JOIN claimed c ON true;
 -- without the four finish UPDATEs, which cost their set-up even when empty.
 --   $1 now, $2 recover expired leases or not
 --   $3 lease_until, $4 token, $5 worker_id, $6 how many to claim (0: none)
-WITH {recover_leases now=$1 recover=$2 skip=ARRAY[]::bigint[]}, claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $3, token = $4, worker_id = $5,
-        started_at = $1
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'queued' AND run_at <= $1
-                 ORDER BY {order} LIMIT $6 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-), summary AS (
+WITH {recover_leases now=$1 recover=$2 skip=ARRAY[]::bigint[]},
+{claim_ready now=$1 lease=$3 token=$4 worker=$5 limit=$6 skip=ARRAY[]::bigint[]},
+summary AS (
     SELECT 0::bigint AS applied,
            (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
            (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $1) AS next_due,
@@ -215,15 +223,9 @@ FROM summary s LEFT JOIN claimed c ON true;
 --   $1-$4 complete: ids, tokens, result JSON, finished_at
 --   $5 now, $6 recover expired leases or not
 --   $7 lease_until, $8 token, $9 worker_id, $10 how many to claim (0: none)
-WITH {complete_finishes}, {recover_leases now=$5 recover=$6 skip=$1::bigint[]}, claimed AS (
-    UPDATE {schema}.prismq_tasks
-    SET status = 'running', attempts = attempts + 1, lease_until = $7, token = $8, worker_id = $9,
-        started_at = $5
-    WHERE id IN (SELECT id FROM {schema}.prismq_tasks
-                 WHERE status = 'queued' AND run_at <= $5 AND id <> ALL($1::bigint[])
-                 ORDER BY {order} LIMIT $10 FOR UPDATE SKIP LOCKED)
-    RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
-), summary AS (
+WITH {complete_finishes}, {recover_leases now=$5 recover=$6 skip=$1::bigint[]},
+{claim_ready now=$5 lease=$7 token=$8 worker=$9 limit=$10 skip=$1::bigint[]},
+summary AS (
     SELECT (SELECT count(*) FROM complete) AS applied,
            (SELECT count(*) FROM recover_exhausted) + (SELECT count(*) FROM recover_requeue) AS recovered,
            (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND run_at > $5) AS next_due,
@@ -249,16 +251,17 @@ SELECT id, status, token FROM {schema}.prismq_tasks WHERE id = ANY($1::bigint[])
 
 -- name: claim_levels
 -- WEIGHTED_RANDOM: the backend draws how many tasks to take from each priority
--- level ($6 levels, $7 counts); each level gives its first due tasks.
+-- level ($6 levels, $7 counts); each level gives its first due tasks. The ids
+-- are picked once, before the UPDATE, as in claim_ready (which says why).
 WITH claimed AS (
     UPDATE {schema}.prismq_tasks
     SET status = 'running', attempts = attempts + 1, lease_until = $1, token = $2, worker_id = $3, started_at = $4
-    WHERE id IN (SELECT pick.id
-                 FROM unnest($6::bigint[], $7::bigint[]) AS d (priority, n),
-                      LATERAL (SELECT id FROM {schema}.prismq_tasks
-                               WHERE status = 'queued' AND priority = d.priority AND run_at <= $4
-                               ORDER BY run_at, id LIMIT d.n FOR UPDATE SKIP LOCKED) AS pick
-                 LIMIT $5)
+    WHERE id = ANY(ARRAY(SELECT pick.id
+                         FROM unnest($6::bigint[], $7::bigint[]) AS d (priority, n),
+                              LATERAL (SELECT id FROM {schema}.prismq_tasks
+                                       WHERE status = 'queued' AND priority = d.priority AND run_at <= $4
+                                       ORDER BY run_at, id LIMIT d.n FOR UPDATE SKIP LOCKED) AS pick
+                         LIMIT $5))
     RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
 )
 SELECT c.*, n.next_due, n.next_expiry
