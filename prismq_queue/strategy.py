@@ -23,6 +23,10 @@ MAX_LEVELS = 64  # WEIGHTED_RANDOM draws among at most this many ready priority 
 LEVEL_VISITS = 2 * MAX_LEVELS
 DUE_ROWS = 1024
 SEARCH_GROWTH = 8
+# PRIORITY on PostgreSQL: the claim walks at most this many levels that hold
+# queued tasks, one index seek each, taking each one's due tasks in turn; past
+# them it reads the rest in order (see pick_priority in sql/postgres.sql).
+PRIORITY_WALK = 16
 
 
 class Strategy(str, enum.Enum):

@@ -126,3 +126,16 @@ async def pg_entries_read(queue):
         "SELECT COALESCE(sum(i.idx_tup_read), 0)::bigint + COALESCE(max(t.seq_tup_read), 0)::bigint "
         "FROM pg_stat_user_tables t LEFT JOIN pg_stat_user_indexes i ON i.relid = t.relid "
         "WHERE t.schemaname = $1 AND t.relname = 'prismq_tasks'", backend.schema))
+
+
+async def pg_pages_read(queue):
+    """Pages of the task table and its indexes the PostgreSQL server has read so far (from its
+    buffers or not). Unlike pg_entries_read, this counts the index entries a scan passes over
+    without returning them (a condition on a later column of the index, checked in the index)."""
+    backend = queue.backend
+    await backend._run(lambda conn: conn.execute("SELECT pg_stat_force_next_flush()"))
+    return await backend._run(lambda conn: conn.fetchval(
+        "SELECT COALESCE(sum(i.idx_blks_hit + i.idx_blks_read), 0)::bigint "
+        "       + COALESCE(max(t.heap_blks_hit + t.heap_blks_read), 0)::bigint "
+        "FROM pg_statio_user_tables t LEFT JOIN pg_statio_user_indexes i ON i.relid = t.relid "
+        "WHERE t.schemaname = $1 AND t.relname = 'prismq_tasks'", backend.schema))

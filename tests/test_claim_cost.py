@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import SCHEMA_PREFIX
-from helpers import pg_entries_read, vm_steps_run
+from helpers import pg_entries_read, pg_pages_read, vm_steps_run
 from prismq_queue import Queue, Strategy
 from prismq_queue.strategy import CLAIM_ORDER
 
@@ -65,6 +65,29 @@ async def test_sqlite_ordered_claims_keep_their_order_past_many_levels(tmp_path,
         while batch := await q.claim("w", limit=4, strategy=strategy):
             got += [t.id for t in batch]
         assert got == expected
+
+
+async def _sqlite_backlog_claim_steps(path, backlog, strategy):
+    """VM steps of one claim of 50 from `backlog` due tasks at one level (as
+    test_postgres_ordered_claim_from_an_analyzed_backlog_reads_about_what_it_claims, analyzed too)."""
+    async with Queue(path) as q:
+        for _ in range(backlog // 10_000):
+            await q.enqueue_many([("t", "due", {"priority": 5})] * 10_000)
+        await q.enqueue_many([("t", "due", {"priority": 5})] * (backlog % 10_000))
+        await q.backend._call(lambda: q.backend._raw.execute("ANALYZE").fetchall())
+        async with vm_steps_run(q, STEP) as steps:
+            tasks = await q.claim("w", limit=50, strategy=strategy)
+        assert len(tasks) == 50
+        return steps[0]
+
+
+@pytest.mark.parametrize("strategy", [Strategy.PRIORITY, Strategy.FIFO, Strategy.LIFO])
+async def test_sqlite_ordered_claim_from_a_backlog_costs_what_it_claims(tmp_path, strategy):
+    # 20x the backlog: a claim of 50 must cost about the same (no cliff once the table is
+    # analyzed, as PostgreSQL's claim had).
+    small = await _sqlite_backlog_claim_steps(str(tmp_path / "small.db"), 2_000, strategy)
+    large = await _sqlite_backlog_claim_steps(str(tmp_path / "large.db"), 40_000, strategy)
+    assert large < 1.5 * small + 10_000, (small, large)
 
 
 async def test_sqlite_weighted_claim_with_a_backlog_and_delayed_levels(tmp_path):
@@ -168,6 +191,35 @@ async def test_postgres_ordered_claim_from_an_analyzed_backlog_reads_about_what_
     reads = await _pg_claim_reads(_schema(pg_url, f"backlog_{strategy.value}"), due_per_level=20_000, limit=50,
                                   strategy=strategy, analyzed=True)
     assert reads < 4 * 50 + 200, reads
+
+
+async def _pg_priority_claim_pages(url, delayed):
+    """Pages one PRIORITY claim of 50 reads from a backlog of 5,000 due tasks at level 1, after
+    `delayed` tasks were added at level 0, due in an hour. The statistics are those of the
+    backlog alone (analyzed before the delayed tasks came), so is the claim's plan."""
+    async with Queue(url) as q:
+        table = f'"{q.backend.schema}".prismq_tasks'
+        await q.backend._run(lambda c: c.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)"))
+        await q.enqueue_many([("t", "due", {"priority": 1})] * 5000)
+        await q.backend._run(lambda c: c.execute(f"ANALYZE {table}"))
+        assert len(await q.claim("w", limit=50, strategy=Strategy.PRIORITY)) == 50  # the plan is made
+        for _ in range(delayed // 10_000):
+            await q.enqueue_many([("t", "later", {"priority": 0, "delay": 3600})] * 10_000)
+        before = await pg_pages_read(q)
+        tasks = await q.claim("w", limit=50, strategy=Strategy.PRIORITY)
+        pages = await pg_pages_read(q) - before
+        assert [t.priority for t in tasks] == [1] * 50
+        return pages
+
+
+async def test_postgres_priority_claim_passes_a_level_of_delayed_tasks_by_one_seek(pg_url):
+    # A level below the due work holds 100,000 delayed tasks (a batch scheduled for
+    # later): the claim must cost about what it costs without them. (With the plan of
+    # the backlog, the claim read prismq_ready_priority in order through every delayed
+    # entry: +800 index pages; before that, the whole table: +1,400 heap pages.)
+    none = await _pg_priority_claim_pages(_schema(pg_url, "level_none"), 0)
+    many = await _pg_priority_claim_pages(_schema(pg_url, "level_many"), 100_000)
+    assert many < 1.2 * none + 100, (none, many)
 
 
 def _ready_check_steps(path, delayed_levels):

@@ -41,7 +41,7 @@ from ..errors import (
     DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError,
 )
 from ..records import N_IDEMPOTENCY_KEY
-from ..strategy import MAX_LEVELS, LevelSearch, WeightedDraw, in_claim_order
+from ..strategy import MAX_LEVELS, PRIORITY_WALK, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY,
     Backend, BackendStats, ClaimRequest, CycleResult, Finish, NewTask, TaskRow, check_durability, fence_outcome,
@@ -67,7 +67,7 @@ GATHER_DELAY = 0.005
 EMPTY_LOOKS = 1
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
-# The strategies one cycle statement claims for, in the ORDER BY of sql's order_<strategy>
+# The strategies one cycle statement claims for, each with sql's pick_<strategy>
 # (WEIGHTED_RANDOM draws its levels first: _claim_weighted).
 ORDERED = ("fifo", "lifo", "priority")
 
@@ -162,17 +162,17 @@ class PostgresBackend(Backend):
         self.busy_timeout = float(busy_timeout)
         self.connect_timeout = float(connect_timeout)
         self.channel = f"prismq_{self.schema}"
-        names = {"{schema}": _quote_ident(self.schema), "{channel}": _quote_literal(self.channel)}
+        names = {"{schema}": _quote_ident(self.schema), "{channel}": _quote_literal(self.channel),
+                 "{priority_walk}": str(PRIORITY_WALK)}
         self._q: dict[str, str] = {}
         for name, text in sql.load("postgres").items():
             for placeholder, value in names.items():
                 text = text.replace(placeholder, value)
             self._q[name] = text
-        self._cycle_sql = {strategy: self._q["cycle"].replace("{order}", self._q["order_" + strategy])
-                           for strategy in ORDERED}
-        self._claim_sql = {strategy: self._q["claim_cycle"].replace("{order}", self._q["order_" + strategy])
-                           for strategy in ORDERED}
-        self._complete_sql = {strategy: self._q["complete_cycle"].replace("{order}", self._q["order_" + strategy])
+        picks = {strategy: {"pick": self._q["pick_" + strategy]} for strategy in ORDERED}
+        self._cycle_sql = {strategy: sql.include(self._q["cycle"], picks[strategy]) for strategy in ORDERED}
+        self._claim_sql = {strategy: sql.include(self._q["claim_cycle"], picks[strategy]) for strategy in ORDERED}
+        self._complete_sql = {strategy: sql.include(self._q["complete_cycle"], picks[strategy])
                               for strategy in ORDERED}
         self._conn: Optional["asyncpg.Connection"] = None
         # The locks are made by open() and _listen(), in the loop that uses them; nothing takes them before.

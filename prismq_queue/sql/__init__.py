@@ -26,8 +26,9 @@ from pathlib import Path
 
 _HERE = Path(__file__).parent
 _SECTION = re.compile(r"^--\s*(name|fragment):\s*(\w+)\s*$", re.MULTILINE)
-# "{fragment arg=value ...}": values are SQL without spaces or braces.
-_INCLUDE = re.compile(r"\{(\w+)((?:\s+\w+=[^\s{}]+)*)\}")
+# "{fragment arg=value ...}": values are SQL without spaces or braces, or a
+# placeholder "{name}" (passed on, to be filled where the including text is).
+_INCLUDE = re.compile(r"\{(\w+)((?:\s+\w+=(?:[^\s{}]+|\{\w+\}))*)\}")
 _STEP = re.compile(r"^(\d{4})_\w+\.sql$")
 
 
@@ -37,7 +38,14 @@ def _strip(text: str) -> str:
     return "\n".join(lines).strip()
 
 
-def _include(text: str, fragments: dict[str, str]) -> str:
+def include(text: str, fragments: dict[str, str]) -> str:
+    """`text` with each "{name arg=value ...}" of a name in `fragments` replaced by that fragment.
+
+    In the fragment, each "{arg}" is replaced by its value. load() runs this with the
+    file's "-- fragment:" sections; a backend runs it again with pieces it chooses
+    per call site (the claim of each strategy, say). Placeholders of other names are
+    left for the backend.
+    """
     def expand(match: re.Match) -> str:
         name, args = match.group(1), match.group(2)
         if name not in fragments:
@@ -59,7 +67,7 @@ def load(backend: str) -> dict[str, str]:
     parts = _SECTION.split((_HERE / f"{backend}.sql").read_text(encoding="utf-8"))
     sections = list(zip(parts[1::3], parts[2::3], parts[3::3]))
     fragments = {name: _strip(body) for kind, name, body in sections if kind == "fragment"}
-    return {name: _include(_strip(body), fragments).rstrip(";")
+    return {name: include(_strip(body), fragments).rstrip(";")
             for kind, name, body in sections if kind == "name"}
 
 

@@ -113,11 +113,26 @@ complete AS (
     RETURNING t.id
 )
 
+-- fragment: level_due
+-- The due tasks of the priority level {level}, as a WHERE condition, for a
+-- query ORDER BY priority, run_at, id: the level's due range of
+-- prismq_ready_priority, which starts at the level's first task and ends at
+-- its first delayed one. "priority = ANY(ARRAY[x])", not "priority = x": from
+-- an equality the planner learns that priority is constant, drops it from the
+-- ORDER BY, and may then take prismq_ready_due and filter on priority (it did,
+-- once the statistics said the table held one level), reading the due tasks of
+-- every other level first. Only prismq_ready_priority serves this order. (A
+-- row comparison "(priority, run_at) <= (x, now)" does too, but its scan goes
+-- on through the level's delayed tasks: 900 index pages for 100,000 of them.)
+status = 'queued' AND priority = ANY(ARRAY[{level}]) AND run_at <= {now}
+
 -- fragment: claim_ready
--- The claim of an ordered strategy, as the CTE "claimed" of "cycle",
--- "claim_cycle" and "complete_cycle": the first {limit} due tasks in the
--- strategy's "{order}" (order_* below), not those of {skip} (finished by the
--- same statement), leased at {now} until {lease} with {token} to {worker}.
+-- The claim of an ordered strategy, the CTE "claimed" of "cycle", "claim_cycle"
+-- and "complete_cycle": the first {limit} due tasks in the strategy's order,
+-- not those of {skip} (finished by the same statement), leased at {now} until
+-- {lease} with {token} to {worker}. The backend fills "{pick ...}" with the
+-- strategy's pick_<strategy> (below).
+--
 -- The ids are picked by a sub-select that ARRAY() runs once, before the
 -- UPDATE (an InitPlan), which then looks each one up by its key. Written as
 -- "id IN (SELECT ...)", the generic plan guesses that a LIMIT whose value it
@@ -128,11 +143,50 @@ claimed AS (
     UPDATE {schema}.prismq_tasks
     SET status = 'running', attempts = attempts + 1, lease_until = {lease}, token = {token}, worker_id = {worker},
         started_at = {now}
-    WHERE id = ANY(ARRAY(SELECT id FROM {schema}.prismq_tasks
-                         WHERE status = 'queued' AND run_at <= {now} AND id <> ALL({skip})
-                         ORDER BY {order} LIMIT {limit} FOR UPDATE SKIP LOCKED))
+    WHERE id = ANY(ARRAY({pick now={now} limit={limit} skip={skip}}))
     RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
 )
+
+-- name: pick_fifo
+-- The ids a claim takes (see claim_ready): FIFO, first due first.
+SELECT id FROM {schema}.prismq_tasks
+WHERE status = 'queued' AND run_at <= {now} AND id <> ALL({skip})
+ORDER BY run_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED
+
+-- name: pick_lifo
+SELECT id FROM {schema}.prismq_tasks
+WHERE status = 'queued' AND run_at <= {now} AND id <> ALL({skip})
+ORDER BY run_at DESC, id DESC LIMIT {limit} FOR UPDATE SKIP LOCKED
+
+-- name: pick_priority
+-- PRIORITY: walk the levels that hold queued tasks, lowest first, one index
+-- seek each (a loose index scan), at most {priority_walk} of them, and take
+-- each level's due tasks in turn, first due first, until {limit} are taken.
+-- The walk goes only as far as the claim needs. A level only costs its seek
+-- and its due tasks, however many delayed tasks it holds: one ordered scan of
+-- prismq_ready_priority reads every delayed task of the levels below the
+-- first due one (and the plan made while a table held one level did that).
+-- Past the walk's last level (many levels of delayed tasks), the rest is one
+-- ordered scan of the levels above it; its sub-select runs only if the walk
+-- came up short, and is NULL (no rows) if the walk saw every level.
+SELECT id FROM (
+    (WITH RECURSIVE levels (priority, n) AS (
+         SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued'), 1
+         UNION ALL
+         SELECT (SELECT min(priority) FROM {schema}.prismq_tasks
+                 WHERE status = 'queued' AND priority > levels.priority), n + 1
+         FROM levels WHERE levels.priority IS NOT NULL AND n < {priority_walk}
+     )
+     SELECT pick.id
+     FROM levels, LATERAL (SELECT id FROM {schema}.prismq_tasks
+                           WHERE {level_due level=levels.priority now={now}} AND id <> ALL({skip})
+                           ORDER BY priority, run_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED) AS pick
+     UNION ALL
+     SELECT id FROM (SELECT id FROM {schema}.prismq_tasks
+                     WHERE status = 'queued' AND priority > (SELECT priority FROM levels WHERE n = {priority_walk})
+                       AND run_at <= {now} AND id <> ALL({skip})
+                     ORDER BY priority, run_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED) AS past)
+) AS picked LIMIT {limit}
 
 -- name: cycle
 -- A worker's whole round trip in one statement, so one network trip and one
@@ -143,7 +197,8 @@ claimed AS (
 -- touches: recovery and the claim skip the rows finished here, recovery takes
 -- only running rows and the claim only queued ones. Tasks recovered here are
 -- therefore claimed by the next statement (the backend issues one at once when
--- its claim came up short). "{order}" is the strategy's ORDER BY (order_* below).
+-- its claim came up short). The claim is claim_ready's, for the strategy the
+-- backend fills in.
 -- Recovery runs only when the earliest lease has ended (min() walks the lease
 -- index in order, and an ordered scan marks the entries of finished rows dead
 -- as it passes them, so that later scans skip them), at most 1000 rows per
@@ -237,30 +292,22 @@ summary AS (
 SELECT c.*, s.applied, s.recovered, s.next_due, s.next_expiry, s.quiet
 FROM summary s LEFT JOIN claimed c ON true;
 
--- name: order_fifo
-run_at, id;
-
--- name: order_lifo
-run_at DESC, id DESC;
-
--- name: order_priority
-priority, run_at, id;
-
 -- name: fence_state
 SELECT id, status, token FROM {schema}.prismq_tasks WHERE id = ANY($1::bigint[]);
 
 -- name: claim_levels
 -- WEIGHTED_RANDOM: the backend draws how many tasks to take from each priority
--- level ($6 levels, $7 counts); each level gives its first due tasks. The ids
--- are picked once, before the UPDATE, as in claim_ready (which says why).
+-- level ($6 levels, $7 counts); each level gives its first due tasks (its
+-- range: level_due). The ids are picked once, before the UPDATE, as in
+-- claim_ready (which says why).
 WITH claimed AS (
     UPDATE {schema}.prismq_tasks
     SET status = 'running', attempts = attempts + 1, lease_until = $1, token = $2, worker_id = $3, started_at = $4
     WHERE id = ANY(ARRAY(SELECT pick.id
                          FROM unnest($6::bigint[], $7::bigint[]) AS d (priority, n),
                               LATERAL (SELECT id FROM {schema}.prismq_tasks
-                                       WHERE status = 'queued' AND priority = d.priority AND run_at <= $4
-                                       ORDER BY run_at, id LIMIT d.n FOR UPDATE SKIP LOCKED) AS pick
+                                       WHERE {level_due level=d.priority now=$4}
+                                       ORDER BY priority, run_at, id LIMIT d.n FOR UPDATE SKIP LOCKED) AS pick
                          LIMIT $5))
     RETURNING id, type, payload, priority, attempts, max_attempts, run_at, created_at, idempotency_key
 )
@@ -286,13 +333,14 @@ WITH RECURSIVE levels (priority, n) AS (
     FROM levels WHERE levels.priority IS NOT NULL AND n < $4
 )
 SELECT priority,
-       (SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks
-                              WHERE status = 'queued' AND priority = levels.priority AND run_at <= $1
-                              LIMIT $2) AS due)
+       (SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks WHERE {level_due level=levels.priority now=$1}
+                              ORDER BY priority, run_at LIMIT $2) AS due)
 FROM levels
 WHERE priority IS NULL
-   -- due: the level's earliest task, one seek (an EXISTS here is planned as a hash of every due task)
-   OR (SELECT min(run_at) FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority = levels.priority) <= $1
+   -- due: the level's earliest task, one seek (an EXISTS here is planned as a hash of every due task;
+   -- min(run_at) of "priority = x" as a walk of prismq_ready_due: see level_due)
+   OR (SELECT run_at FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority = ANY(ARRAY[levels.priority])
+       ORDER BY priority, run_at LIMIT 1) <= $1
 LIMIT $3;
 
 -- name: due_levels
