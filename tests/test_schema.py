@@ -334,3 +334,17 @@ def test_plan_from_a_middle_version_starts_after_it():
     s = Schema(3, "create", {1: "one", 2: "two", 3: "three"})
     assert s.plan(2) == [(3, "three")]
     assert s.plan(1) == [(2, "two"), (3, "three")]
+
+
+def test_sql_include_fills_fragments_and_passes_placeholders_on():
+    # A backend fills a statement's pieces per call site (postgres' pick_<strategy>), and a
+    # fragment argument may be a placeholder that the including text fills later.
+    from prismq_queue.sql import include
+
+    fragments = {"due": "run_at <= {now}", "pick": "SELECT id WHERE {due now={now}} LIMIT {limit}"}
+    text = include("x = ANY(ARRAY({pick now={now} limit=$2})) AND {schema}", fragments)
+    assert text == "x = ANY(ARRAY(SELECT id WHERE {due now={now}} LIMIT $2)) AND {schema}"
+    assert include(text.replace("{now}", "$1"), fragments) == \
+        "x = ANY(ARRAY(SELECT id WHERE run_at <= $1 LIMIT $2)) AND {schema}"
+    with pytest.raises(ValueError, match="no {limt}"):
+        include("{pick now=$1 limt=$2}", fragments)

@@ -113,6 +113,19 @@ complete AS (
     RETURNING t.id
 )
 
+-- fragment: walk_levels
+-- The CTE "levels (priority, n)": the levels that hold queued tasks, lowest
+-- first, each found by one index seek past the previous one (a loose index
+-- scan), at most {most} of them, numbered from 1; a row with a NULL priority
+-- after the last level. It runs only as far as its reader reads it.
+levels (priority, n) AS (
+    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued'), 1
+    UNION ALL
+    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority > levels.priority),
+           n + 1
+    FROM levels WHERE levels.priority IS NOT NULL AND n < {most}
+)
+
 -- fragment: level_due
 -- The due tasks of the priority level {level}, as a WHERE condition, for a
 -- query ORDER BY priority, run_at, id: the level's due range of
@@ -170,13 +183,7 @@ ORDER BY run_at DESC, id DESC LIMIT {limit} FOR UPDATE SKIP LOCKED
 -- ordered scan of the levels above it; its sub-select runs only if the walk
 -- came up short, and is NULL (no rows) if the walk saw every level.
 SELECT id FROM (
-    (WITH RECURSIVE levels (priority, n) AS (
-         SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued'), 1
-         UNION ALL
-         SELECT (SELECT min(priority) FROM {schema}.prismq_tasks
-                 WHERE status = 'queued' AND priority > levels.priority), n + 1
-         FROM levels WHERE levels.priority IS NOT NULL AND n < {priority_walk}
-     )
+    (WITH RECURSIVE {walk_levels most={priority_walk}}
      SELECT pick.id
      FROM levels, LATERAL (SELECT id FROM {schema}.prismq_tasks
                            WHERE {level_due level=levels.priority now={now}} AND id <> ALL({skip})
@@ -325,13 +332,7 @@ LEFT JOIN claimed c ON true;
 -- say it found enough. Fewer rows, none NULL: it was cut short by levels of
 -- delayed tasks (see due_levels).
 --   $1 now, $2 limit, $3 levels wanted, $4 levels to walk at most
-WITH RECURSIVE levels (priority, n) AS (
-    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued'), 1
-    UNION ALL
-    SELECT (SELECT min(priority) FROM {schema}.prismq_tasks WHERE status = 'queued' AND priority > levels.priority),
-           n + 1
-    FROM levels WHERE levels.priority IS NOT NULL AND n < $4
-)
+WITH RECURSIVE {walk_levels most=$4}
 SELECT priority,
        (SELECT count(*) FROM (SELECT 1 FROM {schema}.prismq_tasks WHERE {level_due level=levels.priority now=$1}
                               ORDER BY priority, run_at LIMIT $2) AS due)
