@@ -357,3 +357,151 @@ async def test_a_round_trip_of_completions_runs_no_retry_fail_or_release_update(
             "a round trip of completions planned the retry, fail and release UPDATEs too"
         assert [(await q.get(t.id)).status.value for t in tasks] == ["completed", "completed", "running"]
         assert result.outcomes == ["ok", "ok", "lost"]
+
+
+# -- a light load (a task at a time, more than a round trip apart) is never gathered
+
+
+def _count_unlistens(monkeypatch, backend):
+    """Count the UNLISTENs sent on `backend`'s LISTEN connection (the holder stops LISTENing to gather)."""
+    import asyncpg
+
+    unlistens = []
+    real_remove = asyncpg.Connection.remove_listener
+
+    async def remove_listener(conn, channel, callback):
+        if conn is backend._listener:
+            unlistens.append(channel)
+        return await real_remove(conn, channel, callback)
+
+    monkeypatch.setattr(asyncpg.Connection, "remove_listener", remove_listener)
+    return unlistens
+
+
+async def test_a_light_load_through_the_workers_queue_is_claimed_at_once_not_gathered(pg_location, monkeypatch):
+    """One task at a time, enqueued through the worker's own Queue: the local wake-up claims it, no gathering.
+
+    The enqueue wakes the idle worker at once, so the insert's notification reaches the
+    holder while that worker's claim is under way. That is no stream (the next task comes
+    more than a round trip later), and the holder must keep LISTENing: once it gathered,
+    every task of such a load waited for the next look (GATHER_DELAY) before its claim.
+    """
+    done = asyncio.Event()
+
+    async def finished(task):
+        done.set()
+
+    w = _Idle(pg_location, 50, finished)  # its Queue is the producer too: the same-process path
+    await w.start()
+    _count_claims_with_work(w)
+    backend = w.queue.backend
+    try:
+        assert await _until(lambda: backend._watching), "the idle worker never took the watch"
+        unlistens = _count_unlistens(monkeypatch, backend)
+        claims_before = w.claims_with_work
+        n = 30
+        async with Queue(pg_location) as observer:
+            for i in range(n):
+                done.clear()
+                tid = await w.queue.enqueue("t", i)
+                await asyncio.wait_for(done.wait(), 20)
+                # its completion committed (the worker's next round trip), then a pause:
+                # the next task comes well over a round trip after this one
+                for _ in range(2000):
+                    if (await observer.get(tid)).status.value == "completed":
+                        break
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.005)
+        assert unlistens == [], f"the holder stopped LISTENing {len(unlistens)} times under a light load"
+        assert not backend._gather.arriving
+        # each task claimed by a claim of its own, as soon as it was announced
+        assert w.claims_with_work - claims_before == n
+    finally:
+        await w.stop()
+
+
+async def test_a_light_load_from_another_process_is_announced_task_by_task(pg_location, monkeypatch):
+    """One task at a time from another Queue (as another process): each announced and claimed, never gathered."""
+    w = _Idle(pg_location, 50, _noop)
+    await w.start()
+    backend = w.queue.backend
+    try:
+        assert await _until(lambda: backend._watching), "the idle worker never took the watch"
+        unlistens = _count_unlistens(monkeypatch, backend)
+        before = w.notifications
+        n = 30
+        async with Queue(pg_location) as producer:
+            for i in range(n):
+                tid = await producer.enqueue("t", i)
+                assert await _until(lambda i=i: len(w.ran) == i + 1), f"task {i} never ran"
+                for _ in range(2000):
+                    if (await producer.get(tid)).status.value == "completed":
+                        break
+                    await asyncio.sleep(0.001)
+                await asyncio.sleep(0.005)
+        assert unlistens == [], f"the holder stopped LISTENing {len(unlistens)} times under a light load"
+        assert w.notifications - before == n  # every insert announced, none gathered unannounced
+    finally:
+        await w.stop()
+
+
+async def test_a_claim_that_finds_two_inserts_starts_gathering_one_batch_does_not(pg_location):
+    """A short claim finding tasks of two inserts shows a stream; one enqueue_many batch is one insert.
+
+    No worker waits here, and the inserts are far apart (no two notifications within a
+    round trip): only what the claims find decides.
+    """
+    async with Queue(pg_location) as q, Queue(pg_location) as producer:
+        backend = q.backend
+        def wake():
+            pass
+
+        backend.arm(wake)  # a worker waits (it keeps the watch here): this process takes the watch
+        assert await _until(lambda: backend._watching), "nobody took the watch"
+        await q.claim("w", limit=50)  # measures a claim's round trip
+        await producer.enqueue_many([("t", i) for i in range(5)])  # one insert, one notification
+        await asyncio.sleep(0.1)
+        assert len(await q.claim("w", limit=50)) == 5
+        assert not backend._gather.arriving, "one enqueue_many batch was taken for a stream"
+        await producer.enqueue("t", "a")
+        await asyncio.sleep(0.1)
+        await producer.enqueue("t", "b")
+        await asyncio.sleep(0.1)
+        assert len(await q.claim("w", limit=50)) == 2
+        assert backend._gather.arriving, "a claim found two inserts and the holder kept LISTENing"
+        backend.disarm(wake)
+
+
+# -- the watch stays with a holder whose workers keep claiming
+
+
+async def test_the_holder_keeps_the_watch_while_its_workers_claim(pg_location, monkeypatch):
+    """No worker of the holder waits for work, but they claim every few ms (busy with a stream): keep the watch.
+
+    A worker busy with a stream goes from round trip to round trip (its handlers finish
+    during each trip); between two trips none waits and no trip is under way. Handing
+    the watch on in such a gap sent every later insert to another process while this
+    one was still claiming.
+    """
+    from prismq_queue.backends import postgres
+
+    # Long enough that a loaded machine's scheduling never spaces two claims this far apart.
+    monkeypatch.setattr(postgres, "HANDOVER_DELAY", 0.25)
+    async with Queue(pg_location) as q:
+        backend = q.backend
+
+        def wake():
+            pass
+
+        backend.arm(wake)
+        assert await _until(lambda: backend._watching), "nobody took the watch"
+        backend.disarm(wake)  # the worker goes to work; from here on it only claims
+        # Claims for ten hand-over delays, a few ms apart: no trip under way most of the time.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 10 * postgres.HANDOVER_DELAY
+        while loop.time() < until:
+            await q.claim("w", limit=50)
+            await asyncio.sleep(0.01)
+            assert backend._watching, "the holder handed the watch on while its worker kept claiming"
+        # it stops claiming (all its slots busy, say): the watch passes on
+        assert await _until(lambda: not backend._watching, 5), "the holder kept the watch without claiming"

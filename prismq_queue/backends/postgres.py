@@ -8,9 +8,9 @@ when tasks are handed back or recovered, so idle workers wake at once instead
 of polling. Only one process at a time LISTENs, the one holding the watch (a
 session advisory lock); the other idle ones wait for the lock in the server:
 an insert wakes one idle worker, not all of them, and the watch passes on when
-that worker has no free slot. While work arrives faster than that worker's
-round trips, the holder does not LISTEN at all: its workers gather the new work
-every few milliseconds, many tasks a claim, unannounced.
+that worker has no free slot. While work streams in (inserts less than a claim's
+round trip apart), the holder does not LISTEN at all: its workers gather the new
+work every few milliseconds, many tasks a claim, unannounced.
 
 A worker's round trip is one statement, so one network trip and one implicit
 transaction: it applies every finish record (arrays, one UPDATE per kind),
@@ -40,7 +40,7 @@ from .. import sql
 from ..errors import (
     DatabaseError, InvalidArgument, QueueBusy, QueueClosed, QueueError, SchemaVersionError,
 )
-from ..records import N_IDEMPOTENCY_KEY
+from ..records import C_CREATED_AT, N_IDEMPOTENCY_KEY
 from ..strategy import MAX_LEVELS, PRIORITY_WALK, LevelSearch, WeightedDraw, in_claim_order
 from .base import (
     COMPLETE, FAIL, FINAL_STATUS, NOT_OPEN, OK, RELEASE, RETRY,
@@ -57,14 +57,17 @@ SCHEMES = ("postgresql", "postgres")
 # valid channel name (63 bytes at most).
 SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,55}$")
 TRANSIENT_RETRIES = 5
-# The watch (see "notification" below): how long the holder's workers may all be
-# busy before it hands the watch on.
+# The watch (see "notification" below): how long the holder's workers may go
+# without waiting for work and without claiming before it hands the watch on.
 HANDOVER_DELAY = 0.02
-# While work is arriving (see "notification" below): how long the watch's holder
-# lets new work gather before its workers look again, unannounced; and how many
-# such looks in a row may find nothing before it LISTENs again.
+# While work streams in (see "notification" below): the watch's holder looks for
+# it unannounced, first FIRST_LOOK_TRIPS claim round trips after the stream
+# showed, then GATHER_DELAY after each claim began.
 GATHER_DELAY = 0.005
-EMPTY_LOOKS = 1
+FIRST_LOOK_TRIPS = 2
+# The weight of the newest claim round trip in the measured one (a moving average:
+# one slow trip does not make every later pair of notifications look like a stream).
+TRIP_WEIGHT = 0.25
 RECOVER_BATCH = 1000  # leases recovered per statement, per kind (see "cycle" in postgres.sql)
 CLAIMED_COLUMNS = 9
 # The strategies one cycle statement claims for, each with sql's pick_<strategy>
@@ -189,8 +192,8 @@ class PostgresBackend(Backend):
         self._waiting: Optional[asyncio.Task] = None  # waits in the server for the watch
         self._watch_lock: asyncio.Lock = None  # type: ignore[assignment]  # one watch statement at a time on the listener
         self._handover: Optional[asyncio.TimerHandle] = None
-        # While work arrives, the holder UNLISTENs and its workers look for work every
-        # GATHER_DELAY instead (see "notification" below). In an object of its own: an
+        # While work streams in, the holder UNLISTENs and its workers look for work
+        # unannounced instead (see "notification" below). In an object of its own: an
         # instance of more than 30 attributes loses CPython's shared-key dict, and every
         # attribute read of the backend (enqueue's too) gets dearer.
         self._gather = _Gathering()
@@ -409,28 +412,52 @@ class PostgresBackend(Backend):
 
     async def cycle(self, finishes: Sequence[Finish], *, claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
-        claiming = claim is not None and claim.limit > 0
-        if claiming:
-            if self._gather.arriving:
-                # Work is arriving a task at a time (see "notification" below): let it
-                # gather, so that one claim takes it all (and carries these finish
-                # records with it) instead of one claim, and one more trip, per task.
-                wait = self._gather.claimed_at + GATHER_DELAY - time.monotonic()
-                if wait > 0:
-                    self._gather.waiting += 1  # a round trip under way: no hand-over meanwhile
-                    try:
-                        await asyncio.sleep(wait)
-                    finally:
-                        self._gather.waiting -= 1
-                    now = max(now, time.time())  # the claim happens now: tasks due by now are its
-            self._gather.claimed_at = time.monotonic()
-            # Notifications counted from here on may announce work this claim
-            # does not see; arm() checks the count against this mark.
-            self._seen = self._notifications
-        result = await self._run(self._cycle, finishes, claim if claiming else None, recover, now)
-        if result.claimed:
-            self._gather.empty_looks = 0  # work is still arriving: look again after the next gathering
+        if claim is None or claim.limit <= 0:
+            return await self._run(self._cycle, finishes, None, recover, now)
+        gather = self._gather
+        if gather.arriving:
+            # Work streams in (see "notification" below): let it gather until the
+            # next look, so that one claim takes it all (and carries these finish
+            # records with it) instead of one claim, and one more trip, per task.
+            wait = gather.look_at - time.monotonic()
+            if wait > 0:
+                gather.waiting += 1  # a round trip under way: no hand-over meanwhile
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    gather.waiting -= 1
+                now = max(now, time.time())  # the claim happens now: tasks due by now are its
+        began = time.monotonic()
+        last, gather.claimed_at = gather.claimed_at, began
+        # Notifications counted from here on may announce work this claim
+        # does not see; arm() checks the count against this mark.
+        self._seen = self._notifications
+        result = await self._run(self._cycle, finishes, claim, recover, now)
+        self._claimed(result.claimed, claim.limit, began, last)
         return result
+
+    def _claimed(self, rows: list, limit: int, began: float, last: float) -> None:
+        """After a claim that began at `began` (the one before at `last`): measure its trip; gather or stop."""
+        gather = self._gather
+        trip = time.monotonic() - began
+        gather.trip = trip if not gather.trip else gather.trip + (trip - gather.trip) * TRIP_WEIGHT
+        if len(rows) >= limit:
+            gather.look_at = 0.0  # a full batch: more is waiting, the next claim need not wait for any
+            return
+        if not self._watching or (len(rows) < 2 and not gather.arriving):
+            return
+        # Tasks inserted by one statement (an enqueue_many batch) share their created_at:
+        # the distinct values count the inserts this claim found, each one notification.
+        inserts = len({row[C_CREATED_AT] for row in rows})
+        if gather.arriving:
+            if began < gather.since:
+                return  # under way when the stream showed: the first look is already set
+            if inserts * gather.trip < began - last:
+                self._stop_gathering()  # fewer than one insert a round trip arrived since the last claim
+            else:
+                gather.look_at = began + GATHER_DELAY
+        elif inserts >= 2:
+            self._start_gathering()  # two inserts arrived while this worker was busy: work streams in
 
     async def _cycle(self, conn: "asyncpg.Connection", finishes: Sequence[Finish], claim: Optional[ClaimRequest],
                      recover: bool, now: float) -> CycleResult:
@@ -650,15 +677,28 @@ class PostgresBackend(Backend):
     # Even one delivery per insert is dear: measured here, a process that only
     # LISTENs (and counts) halves the rate of single enqueues, because each
     # delivery is a server backend woken, a transaction there and a client woken,
-    # on the cores the producer needs. So while work is arriving (a notification
-    # comes while none of the holder's workers waits: they are still busy with the
-    # last), the holder UNLISTENs and its workers look again GATHER_DELAY after
-    # each time they are idle, taking what gathered meanwhile in one claim,
-    # unannounced. Once EMPTY_LOOKS looks in a row found nothing, it LISTENs
-    # again, and then looks once more if any task is queued: work committed before
-    # the LISTEN took effect was announced to nobody, and anything after it is.
-    # At any moment the holder either LISTENs or has a look due, so no work waits
-    # longer than GATHER_DELAY for a holder with a free slot.
+    # on the cores the producer needs. So while work streams in, the holder
+    # UNLISTENs and its workers look for it unannounced, many tasks a claim. It
+    # streams when two notifications arrive within one claim round trip (measured:
+    # a moving average of the claims' trips), or when a claim that came up short
+    # finds tasks of two or more inserts (one created_at per insert statement: an
+    # enqueue_many batch counts once). A light load, a task at a time with more
+    # than a round trip between them, never gathers: each task is announced and
+    # claimed at once, as the first one of a stream is. While gathering, the first
+    # look comes FIRST_LOOK_TRIPS round trips after the stream showed, then one
+    # GATHER_DELAY after each claim began (a claim that came back full claims
+    # again at once). Once a claim that came up short found fewer inserts than
+    # round trips passed since the claim before it (less than about one insert a
+    # round trip), the holder LISTENs again, and then looks once more if any task
+    # is queued: work committed before the LISTEN took effect was announced to
+    # nobody, and anything after it is. At any moment the holder either LISTENs or
+    # has a look due, so no work waits longer than GATHER_DELAY for a holder with a
+    # free slot.
+    #
+    # The holder keeps the watch while its workers claim: a worker busy with a
+    # stream goes from round trip to round trip without waiting for work, and
+    # each gap between two trips is no reason to hand the watch on. It hands over
+    # once its workers neither waited for work nor began a claim for HANDOVER_DELAY.
 
     def arm(self, wake: Callable[[], None]) -> None:
         self._wakes.add(wake)
@@ -697,20 +737,35 @@ class PostgresBackend(Backend):
                 # A worker disarms for every round trip, too: hand over only if none comes back.
                 self._handover = loop.call_later(HANDOVER_DELAY, self._hand_over_if_busy)
 
+    def _start_gathering(self) -> None:
+        """Work streams in: UNLISTEN, and let the workers look FIRST_LOOK_TRIPS round trips from now."""
+        gather = self._gather
+        gather.arriving = True
+        gather.since = time.monotonic()
+        gather.look_at = gather.since + FIRST_LOOK_TRIPS * gather.trip
+        self._match_listening()
+        if self._wakes:
+            self._look_later()
+
+    def _stop_gathering(self) -> None:
+        """Work no longer streams in: LISTEN again (which looks once if a task is queued)."""
+        gather = self._gather
+        gather.arriving = False
+        if gather.look is not None:
+            gather.look.cancel()
+            gather.look = None
+        self._match_listening()
+
     def _look_later(self) -> None:
-        """Work is arriving: let the idle workers look again in GATHER_DELAY, or LISTEN again if looks find nothing."""
+        """Work streams in: let the idle workers look when the next look is due."""
         if self._gather.look is not None:
             return
-        if self._gather.empty_looks >= EMPTY_LOOKS:
-            self._gather.arriving = False
-            self._match_listening()
-            return
-        self._gather.look = asyncio.get_running_loop().call_later(GATHER_DELAY, self._look_now)
+        wait = max(self._gather.look_at - time.monotonic(), 0.0)
+        self._gather.look = asyncio.get_running_loop().call_later(wait, self._look_now)
 
     def _look_now(self) -> None:
         self._gather.look = None
         if self._watching and self._gather.arriving:
-            self._gather.empty_looks += 1  # (cycle() sets it back to 0 when a claim finds work)
             self._fire()
 
     async def _listen(self) -> None:
@@ -733,13 +788,17 @@ class PostgresBackend(Backend):
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._notifications += 1
-        if self._watching:
-            if not self._gather.arriving and not self._wakes:
-                # No worker here waits: they are still busy with earlier work while
-                # more arrives. Stop the announcements; the workers look instead.
-                self._gather.arriving = True
-                self._gather.empty_looks = 0
-                self._match_listening()
+        if not self._watching:
+            return
+        gather = self._gather
+        if gather.arriving:
+            return  # sent before the UNLISTEN took effect: a look is due anyway
+        now = time.monotonic()
+        streaming = now - gather.notified_at < gather.trip
+        gather.notified_at = now
+        if streaming:
+            self._start_gathering()  # two notifications within one claim round trip: work streams in
+        else:
             self._fire()
 
     def _on_listener_lost(self, conn: Any) -> None:
@@ -839,7 +898,13 @@ class PostgresBackend(Backend):
         if self._gather.waiting or (self._lock is not None and self._lock.locked()):
             # A round trip is under way (a slow one, on a loaded server): its worker
             # may well come back for more work. Look again later.
-            self._handover = asyncio.get_running_loop().call_later(HANDOVER_DELAY, self._hand_over_if_busy)
+            wait = HANDOVER_DELAY
+        else:
+            # A worker that claimed lately is busy with a stream of work, between two
+            # of its round trips: it will claim again soon, so keep the watch.
+            wait = self._gather.claimed_at + HANDOVER_DELAY - time.monotonic()
+        if wait > 0:
+            self._handover = asyncio.get_running_loop().call_later(wait, self._hand_over_if_busy)
             return
         asyncio.get_running_loop().create_task(self._hand_over())
 
@@ -864,17 +929,21 @@ class PostgresBackend(Backend):
 
 
 class _Gathering:
-    """The watch holder's state while work arrives faster than its workers take it (see "notification")."""
+    """The watch holder's state while work streams in faster than its workers take it (see "notification")."""
 
-    __slots__ = ("arriving", "listening", "switch", "look", "empty_looks", "claimed_at", "waiting")
+    __slots__ = ("arriving", "listening", "switch", "since", "look", "look_at", "claimed_at", "trip",
+                 "notified_at", "waiting")
 
     def __init__(self) -> None:
-        self.arriving = False  # work arriving: announcements not wanted, the workers look instead
+        self.arriving = False  # work streams in: announcements not wanted, the workers look instead
         self.listening = False  # the listener connection's state (LISTEN done, not UNLISTENed)
         self.switch: Optional[asyncio.Task] = None  # brings `listening` in line with `arriving`
-        self.look: Optional[asyncio.TimerHandle] = None  # the next unannounced look
-        self.empty_looks = 0  # looks in a row whose claims found nothing
+        self.since = 0.0  # when the stream showed (time.monotonic()): claims begun before it do not judge it
+        self.look: Optional[asyncio.TimerHandle] = None  # the next unannounced look, for idle workers
+        self.look_at = 0.0  # when the next look is due (time.monotonic()); claims wait for it
         self.claimed_at = 0.0  # when the last claim began (time.monotonic())
+        self.trip = 0.0  # a claim's round trip, seconds (moving average; 0: none measured yet)
+        self.notified_at = float("-inf")  # when the last notification arrived (time.monotonic())
         self.waiting = 0  # round trips waiting for work to gather before they claim
 
 
