@@ -433,17 +433,22 @@ class PostgresBackend(Backend):
         # does not see; arm() checks the count against this mark.
         self._seen = self._notifications
         result = await self._run(self._cycle, finishes, claim, recover, now)
-        self._claimed(result.claimed, claim.limit, began, last)
+        if len(result.claimed) < claim.limit:
+            self._came_up_short(result.claimed, began, last)
+        else:
+            gather.look_at = 0.0  # a full batch: more is waiting, the next claim need not wait for any
         return result
 
-    def _claimed(self, rows: list, limit: int, began: float, last: float) -> None:
-        """After a claim that began at `began` (the one before at `last`): measure its trip; gather or stop."""
+    def _came_up_short(self, rows: list, began: float, last: float) -> None:
+        """After a claim that took all there was, begun at `began` (the one before at `last`): gather or stop.
+
+        Only such claims measure the round trip: it is the trip of a worker that keeps
+        up with the work, the one a stream is judged against (a full batch's trip is
+        longer, and a drain's claims pay nothing for it).
+        """
         gather = self._gather
         trip = time.monotonic() - began
         gather.trip = trip if not gather.trip else gather.trip + (trip - gather.trip) * TRIP_WEIGHT
-        if len(rows) >= limit:
-            gather.look_at = 0.0  # a full batch: more is waiting, the next claim need not wait for any
-            return
         if not self._watching or (len(rows) < 2 and not gather.arriving):
             return
         # Tasks inserted by one statement (an enqueue_many batch) share their created_at:
@@ -680,7 +685,8 @@ class PostgresBackend(Backend):
     # on the cores the producer needs. So while work streams in, the holder
     # UNLISTENs and its workers look for it unannounced, many tasks a claim. It
     # streams when two notifications arrive within one claim round trip (measured:
-    # a moving average of the claims' trips), or when a claim that came up short
+    # a moving average of the trips of claims that came up short, the trips of a
+    # worker that keeps up with the work), or when a claim that came up short
     # finds tasks of two or more inserts (one created_at per insert statement: an
     # enqueue_many batch counts once). A light load, a task at a time with more
     # than a round trip between them, never gathers: each task is announced and
