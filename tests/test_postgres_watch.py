@@ -505,3 +505,34 @@ async def test_the_holder_keeps_the_watch_while_its_workers_claim(pg_location, m
             assert backend._watching, "the holder handed the watch on while its worker kept claiming"
         # it stops claiming (all its slots busy, say): the watch passes on
         assert await _until(lambda: not backend._watching, 5), "the holder kept the watch without claiming"
+
+
+async def test_one_slow_round_trip_does_not_hold_a_streams_first_look_back(pg_location):
+    """The first look of a stream comes two claim round trips after it showed, but GATHER_DELAY at most.
+
+    A round trip measured slow once (the process paused, say) must not keep a stream's
+    tasks waiting longer than a look's usual delay.
+    """
+    from prismq_queue.backends import postgres
+
+    async with Queue(pg_location) as q, Queue(pg_location) as producer:
+        backend = q.backend
+        woken = []
+        backend.arm(lambda: woken.append(1))  # a worker waits: this process takes the watch
+        assert await _until(lambda: backend._watching), "nobody took the watch"
+        inner = backend._cycle
+
+        async def slow_once(conn, *args):
+            backend._cycle = inner
+            await asyncio.sleep(0.5)
+            return await inner(conn, *args)
+
+        backend._cycle = slow_once
+        await q.claim("w", limit=50)  # the one round trip measured so far: half a second
+        assert backend._gather.trip >= 0.5
+        await producer.enqueue("t", 1)
+        await producer.enqueue("t", 2)  # two notifications within one (measured) round trip: a stream
+        assert await _until(lambda: backend._gather.arriving), "two quick inserts did not start gathering"
+        gather = backend._gather
+        assert gather.look_at - gather.since <= postgres.GATHER_DELAY, \
+            f"the first look is due {gather.look_at - gather.since:.3f} s after the stream showed"

@@ -62,7 +62,7 @@ TRANSIENT_RETRIES = 5
 HANDOVER_DELAY = 0.02
 # While work streams in (see "notification" below): the watch's holder looks for
 # it unannounced, first FIRST_LOOK_TRIPS claim round trips after the stream
-# showed, then GATHER_DELAY after each claim began.
+# showed (GATHER_DELAY at most), then GATHER_DELAY after each claim began.
 GATHER_DELAY = 0.005
 FIRST_LOOK_TRIPS = 2
 # The weight of the newest claim round trip in the measured one (a moving average:
@@ -691,9 +691,9 @@ class PostgresBackend(Backend):
     # enqueue_many batch counts once). A light load, a task at a time with more
     # than a round trip between them, never gathers: each task is announced and
     # claimed at once, as the first one of a stream is. While gathering, the first
-    # look comes FIRST_LOOK_TRIPS round trips after the stream showed, then one
-    # GATHER_DELAY after each claim began (a claim that came back full claims
-    # again at once). Once a claim that came up short found fewer inserts than
+    # look comes FIRST_LOOK_TRIPS round trips after the stream showed (GATHER_DELAY
+    # at most), then one GATHER_DELAY after each claim began (a claim that came
+    # back full claims again at once). Once a claim that came up short found fewer inserts than
     # round trips passed since the claim before it (less than about one insert a
     # round trip), the holder LISTENs again, and then looks once more if any task
     # is queued: work committed before the LISTEN took effect was announced to
@@ -748,7 +748,8 @@ class PostgresBackend(Backend):
         gather = self._gather
         gather.arriving = True
         gather.since = time.monotonic()
-        gather.look_at = gather.since + FIRST_LOOK_TRIPS * gather.trip
+        # (at most GATHER_DELAY: one slow trip, a pause of the process say, must not hold the work back longer)
+        gather.look_at = gather.since + min(FIRST_LOOK_TRIPS * gather.trip, GATHER_DELAY)
         self._match_listening()
         if self._wakes:
             self._look_later()
