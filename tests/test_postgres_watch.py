@@ -67,6 +67,14 @@ async def _until(predicate, seconds=20):
     return predicate()
 
 
+async def _until_completed(queue, task_id):
+    """Wait (2 s at most) until the task's completion is committed: the worker's next round trip."""
+    for _ in range(2000):
+        if (await queue.get(task_id)).status.value == "completed":
+            return
+        await asyncio.sleep(0.001)
+
+
 async def _noop(task):
     return None
 
@@ -407,10 +415,7 @@ async def test_a_light_load_through_the_workers_queue_is_claimed_at_once_not_gat
                 await asyncio.wait_for(done.wait(), 20)
                 # its completion committed (the worker's next round trip), then a pause:
                 # the next task comes well over a round trip after this one
-                for _ in range(2000):
-                    if (await observer.get(tid)).status.value == "completed":
-                        break
-                    await asyncio.sleep(0.001)
+                await _until_completed(observer, tid)
                 await asyncio.sleep(0.005)
         assert unlistens == [], f"the holder stopped LISTENing {len(unlistens)} times under a light load"
         assert not backend._gather.arriving
@@ -434,10 +439,7 @@ async def test_a_light_load_from_another_process_is_announced_task_by_task(pg_lo
             for i in range(n):
                 tid = await producer.enqueue("t", i)
                 assert await _until(lambda i=i: len(w.ran) == i + 1), f"task {i} never ran"
-                for _ in range(2000):
-                    if (await producer.get(tid)).status.value == "completed":
-                        break
-                    await asyncio.sleep(0.001)
+                await _until_completed(producer, tid)
                 await asyncio.sleep(0.005)
         assert unlistens == [], f"the holder stopped LISTENing {len(unlistens)} times under a light load"
         assert w.notifications - before == n  # every insert announced, none gathered unannounced
