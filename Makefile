@@ -15,13 +15,16 @@
 #        BENCH=regex                with BASE; exits non-zero when a figure got worse beyond
 #                                   its own threshold (benchmarks/noise.json: cost figures
 #                                   fail at +1%, wall clocks outside their measured band);
-#                                   wall clocks whose band is too wide, comes from fewer than
-#                                   6 values, or is missing are shown "not gated"; a wall
+#                                   wall clocks whose band is too wide are listed "not gated"
+#                                   and not measured (they could never fail: ALL=1 measures
+#                                   them too); those whose band comes from fewer than 6
+#                                   values, or is missing, are measured and shown "not gated"; a wall
 #                                   clock judged slower is measured again (just the suspects,
 #                                   both commits interleaved) and fails only if that confirms
 #                                   it; the verdict says when the gate's load was above the
 #                                   load its bands were measured at
 #        FACTOR=...                 gate those last two kinds at this factor instead
+#        ALL=1                      also measure the figures too noisy here to gate
 #        ROUNDS=n                   asv rounds per commit: more samples for time_ benchmarks;
 #                                   a track_ figure is just measured n times, asv keeps the last
 #                                   (no more samples, no steadier value: its band decides alone)
@@ -57,6 +60,8 @@ ROUNDS ?=
 # Set, it gates them at this factor; every other figure's threshold comes from its own
 # measured spread (tools/compare.py).
 FACTOR ?=
+# Set, make compare also measures the figures whose band is too wide to gate (shown, never failed).
+ALL ?=
 # 2 values per round: 3 rounds give the 6 a band needs to gate (tools/compare.py MIN_BAND_VALUES)
 NOISE_ROUNDS ?= 3
 # of which the last runs under a background load (tools/load.py): bands of a loaded machine
@@ -105,7 +110,7 @@ preview: $(ASV_STAMP)
 
 compare: $(ASV_STAMP)
 	$(PY) -m tools.compare --base '$(BASE)' $(if $(FACTOR),--factor '$(FACTOR)') $(if $(BENCH),--bench '$(BENCH)') \
-	    $(if $(ROUNDS),--rounds '$(ROUNDS)')
+	    $(if $(ROUNDS),--rounds '$(ROUNDS)') $(if $(filter-out 0 no false,$(ALL)),--all)
 
 noise: $(ASV_STAMP)
 	$(PY) -m tools.noise --rounds '$(NOISE_ROUNDS)' --load-rounds '$(NOISE_LOAD_ROUNDS)' $(if $(BENCH),--bench '$(BENCH)') \

@@ -765,3 +765,88 @@ def test_noise_refuses_impossible_load_settings_before_measuring(capsys):
         noise.main(["--rounds", "2", "--load-rounds", "3"])
     with pytest.raises(SystemExit, match="duty in"):
         noise.main(["--load-duty", "0"])
+
+
+# ---- figures too noisy to gate are listed, not measured ----
+
+LEFT_OUT_NOISE = {
+    "a.Wide.track_ms": {"band": 1.8, "abs_spread": 0.8, "values": same_code(1.0, 1.8), "unit": "ms", "type": "track"},
+    "a.Steady.track_ms": {"band": 1.2, "abs_spread": 0.2, "values": same_code(1.0, 1.2), "unit": "ms", "type": "track"},
+    # crosses 0 in a ratio unit: no band, too noisy
+    "a.Cross.track_ms": {"band": None, "abs_spread": 2.0, "values": same_code(-1.0, 1.0), "unit": "ms",
+                         "type": "track"},
+    # counts are judged on an absolute scale, however wide their ratio
+    "a.Lost.track_lost_tasks": {"band": 3.0, "abs_spread": 2, "values": [1, 3, 1, 2, 3, 1], "unit": "tasks",
+                                "type": "track"},
+    # instructions: always gated
+    "cost.X.track_instructions('p')": {"band": 1.8, "abs_spread": 9, "values": same_code(10, 18),
+                                       "unit": "instructions", "type": "track"},
+    # a band from too few values is measured and shown, not left out
+    "a.Few.time_s": {"band": 1.05, "abs_spread": 0.05, "values": [1.0, 1.05], "unit": "seconds", "type": "time"},
+    # an entry from before units were recorded: its rule is unknown, so it is measured
+    "a.Old.track_ms": {"band": 1.9, "abs_spread": 0.9, "values": same_code(1.0, 1.9)},
+    "a.Param.track_ms('x', 1)": {"band": 2.0, "abs_spread": 1.0, "values": same_code(1.0, 2.0), "unit": "ms",
+                                 "type": "track"},
+}
+
+
+def test_only_figures_too_noisy_to_gate_are_left_out():
+    from tools import compare
+    out = compare.too_noisy_to_gate(LEFT_OUT_NOISE)
+    assert set(out) == {"a.Wide.track_ms", "a.Cross.track_ms", "a.Param.track_ms('x', 1)"}, out
+    assert all(note.startswith("not gated: too noisy here") for note in out.values()), out
+
+
+def test_the_gate_selection_leaves_out_exactly_those_figures_in_asv():
+    """asv's own selection (asv.benchmarks.Benchmarks) with the regex make compare passes."""
+    from asv.benchmarks import Benchmarks
+
+    from tools import compare
+
+    class Conf:
+        benchmark_dir = "benchmarks"
+
+    suite = [{"name": "a.Param.track_ms", "params": [["'x'", "'y'"], ["1", "2"]]},
+             {"name": "a.Wide.track_ms", "params": []}, {"name": "a.Steady.track_ms", "params": []},
+             {"name": "cost.X.track_instructions", "params": [["'p'", "'q'"]]}]
+    left_out = compare.too_noisy_to_gate(LEFT_OUT_NOISE)
+
+    def selected(bench):
+        b = Benchmarks(Conf(), suite, regex=compare.selection_regex(bench, left_out))
+        return {name: b.benchmark_selection[name] for name in b}
+
+    got = selected("")
+    assert "a.Wide.track_ms" not in got and "a.Steady.track_ms" in got, got
+    # of a.Param's four combinations, ('x', 1) (index 0) is left out, the other three run
+    assert got["a.Param.track_ms"] == [1, 2, 3], got
+    assert got["cost.X.track_instructions"] == [0, 1], got
+    # with a BENCH regex: its selection, minus the left-out figures
+    got = selected("^a\\.(Param|Wide)")
+    assert set(got) == {"a.Param.track_ms"} and got["a.Param.track_ms"] == [1, 2, 3], got
+    assert compare.selection_regex("^cost", {}) == "^cost"
+
+
+def test_left_out_figures_are_shown_not_gated_and_not_measured(tiny_history, monkeypatch):
+    from asv.config import Config
+
+    from tools import compare
+    repo, h = tiny_history
+    monkeypatch.chdir(repo)
+    conf = Config.load(str(repo / "asv.conf.json"))
+    note = "not gated: too noisy here (band 1.80)"
+    rows, bad = compare.judge(conf, compare.MACHINE, h[3], h[4], None, str(repo / "targets.json"),
+                              noise=NOISE["benchmarks"], left_out={"tiny.Figures.track_wide": note,
+                                                                    "tiny.Gone.track_never_run": note})
+    by = {r[0]: r for r in rows}
+    for name in ("tiny.Figures.track_wide", "tiny.Gone.track_never_run"):
+        assert by[name][5].startswith(note) and "NOT MEASURED by the gate" in by[name][5], by[name]
+        assert by[name][1] != by[name][1] and by[name][2] != by[name][2]  # nan: no value shown as measured
+    assert by["tiny.Figures.track_lost_tasks"][5] == "SLOWER" and bad  # the rest judged as before
+
+
+def test_noise_records_each_figures_unit_for_the_gate():
+    from tools.noise import summarize
+    out = summarize({"f": [1.0, 2.0], "g": [1.0, 1.1]}, None,
+                    {"f": {"unit": "ms", "type": "track"}})
+    assert out["f"]["unit"] == "ms" and out["f"]["type"] == "track", out
+    assert "unit" not in out["g"], out

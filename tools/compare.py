@@ -268,6 +268,36 @@ def is_wall_rule(note):
     return not note.startswith(("cost", "absolute", "not gated"))
 
 
+def too_noisy_to_gate(noise):
+    """{name: note} of the figures the gate could only show as "not gated: too noisy here":
+    a band wider than NOT_GATED (or one crossing 0) in the noise file, judged by the rule
+    of the unit and kind the noise run recorded beside it.  The gate does not measure them
+    (each would cost minutes per commit and could never fail); it lists them with their
+    band.  An entry without a recorded unit (from before units were kept) is measured:
+    its rule cannot be known without it."""
+    out = {}
+    for name, entry in noise.items():
+        if "unit" not in entry:
+            continue
+        key = name.split("(", 1)[0]
+        kind, _thr, _band, note = rule_for(name, key, {"unit": entry["unit"], "type": entry.get("type")}, noise)
+        if kind == "not gated" and note.startswith("not gated: too noisy here"):
+            out[name] = note
+    return out
+
+
+def selection_regex(bench, skip):
+    """One asv -b regex: the benchmarks `bench` selects (all when empty) except the figures
+    in `skip`.  asv matches a parametrised benchmark as `name(param, ...)`, so a single
+    parameter combination can be left out; asv ORs several -b regexes, so both conditions
+    go into one pattern (a lookahead for `bench`, a negative one for `skip`)."""
+    if not skip:
+        return bench
+    parts = [f"(?=.*?(?:{bench}))" if bench else "",
+             "(?!(?:" + "|".join(re.escape(n) for n in sorted(skip)) + ")$)"]
+    return "^" + "".join(parts)
+
+
 def suspects_of(rows):
     """The wall-clock figures judged slower: to be measured again before they fail."""
     return [r[0] for r in rows if r[5] == "SLOWER" and is_wall_rule(r[6])]
@@ -304,10 +334,12 @@ def slowdown_of(v1, v2, better):
     return v1 / v2 if v1 > 0 and v2 > 0 else None
 
 
-def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE, noise=None):
+def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE, noise=None, left_out=None):
     """Rows of (name, before, after, slowdown, better, verdict, note) and the overall failure flag.
 
-    factor: None, or the explicit threshold of wall-clock figures without a believable band."""
+    factor: None, or the explicit threshold of wall-clock figures without a believable band.
+    left_out: {name: note} of the figures the gate did not measure (too_noisy_to_gate): each
+    gets a row that says so, whatever older results of the two commits hold."""
     try:
         with open(os.path.join(conf.results_dir, "benchmarks.json")) as f:
             meta = json.load(f)
@@ -321,7 +353,13 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
     if not r1 or not r2:
         raise SystemExit(f"no results for {'base' if not r1 else 'head'} commit on machine {machine}")
     rows, bad = [], False
-    for name in sorted(set(r1) | set(r2)):
+    left_out = left_out or {}
+    for name in sorted(set(r1) | set(r2) | set(left_out)):
+        if name in left_out:
+            nan = float("nan")
+            rows.append((name, nan, nan, None, "", f"{left_out[name]}: NOT MEASURED by the gate "
+                         "(ALL=1 measures it)", left_out[name]))
+            continue
         v1, ss1, key = r1.get(name, (None, None, None))
         v2, ss2, key2 = r2.get(name, (None, None, None))
         key = key or key2
@@ -416,6 +454,9 @@ def parse_args(argv):
                          f"than {MIN_BAND_VALUES} values, at this factor (default: show them, not gated)")
     ap.add_argument("--bench", default="", help="regex: only these benchmarks (asv -b)")
     ap.add_argument("--quick", action="store_true", help="one sample each (statistics then use only the band)")
+    ap.add_argument("--all", action="store_true",
+                    help="also measure the figures the noise file shows too noisy to gate (by default "
+                         "they are listed, not measured)")
     ap.add_argument("--rounds", type=int, default=0,
                     help="asv rounds per commit (-a rounds=N): more samples for time_ benchmarks; "
                          "a track_ is then measured N times and asv keeps only the last value")
@@ -442,12 +483,14 @@ def commits(base_ref, head_ref):
     return base, head
 
 
-def run_both(args, base, head):
-    """asv continuous on both commits; then asv's own table, which it skips when a benchmark failed."""
+def run_both(args, base, head, skip=None):
+    """asv continuous on both commits, without the figures in `skip`; then asv's own table,
+    which it skips when a benchmark failed."""
     if not args.no_run:
         cont = ["continuous", "--factor", str(args.factor or ASV_FACTOR), "--show-stderr", "--split", *MACHINE_ARGS]
-        if args.bench:
-            cont += ["--bench", args.bench]
+        selection = selection_regex(args.bench, skip or {})
+        if selection:
+            cont += ["--bench", selection]
         if args.quick:
             cont.append("--quick")
         if args.rounds:
@@ -627,13 +670,21 @@ def main(argv=None):
           if noise else f"noise file {args.noise} missing: no wall-clock figure has a band"
           + ("" if args.factor is None else f" (each gets FACTOR={args.factor:g})"))
     ensure_machine()
+    # Figures too noisy here to gate are not measured (unless --all): listed, with their band.
+    left_out = {} if args.all or args.no_run else too_noisy_to_gate(noise)
+    if args.bench:
+        left_out = {n: note for n, note in left_out.items() if re.search(args.bench, n)}
+    if left_out:
+        print(f"not measured by the gate: {len(left_out)} figure(s) whose same-code band here is too wide to "
+              "gate (shown below as not gated; ALL=1 measures them too)", flush=True)
+
     def rejudge():
-        return judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise)
+        return judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise, left_out)
 
     # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py),
     # kept up through the re-measurement of suspects; the load sampled all along
     with (contextlib.nullcontext() if args.no_run else pg_server.bench_servers()) as pg, LoadSampler() as seen:
-        run_both(args, base, head)
+        run_both(args, base, head, left_out)
         rows, bad = rejudge()
         if not args.no_run and not args.no_confirm:
             rows, bad = confirm_suspects(rows, bad, rejudge, lambda names: remeasure(args, base, head, names))

@@ -83,9 +83,11 @@ def spread(values):
     return band, hi - lo
 
 
-def summarize(values_by_name, conditions_by_name=None):
+def summarize(values_by_name, conditions_by_name=None, kinds=None):
     """{name: entry} of the figures with at least two values; conditions_by_name gives,
-    beside each value, the condition it was measured under ("quiet" or "load")."""
+    beside each value, the condition it was measured under ("quiet" or "load"); kinds,
+    each figure's unit and benchmark type (asv's), which `make compare` needs to know a
+    figure's rule before it measures anything (tools/compare.py too_noisy_to_gate)."""
     out = {}
     for name, values in values_by_name.items():
         band, abs_spread = spread(values)
@@ -98,6 +100,9 @@ def summarize(values_by_name, conditions_by_name=None):
             quiet, _ = spread([v for v, c in zip(values, conds) if c == "quiet"])
             entry["band_quiet"] = None if quiet is None else round(quiet, 6)
             entry["conditions"] = conds
+        kind = (kinds or {}).get(name)
+        if kind:
+            entry.update(kind)
         out[name] = entry
     return out
 
@@ -165,6 +170,21 @@ def measure(args, a, b):
     return values, conditions, rounds
 
 
+def kinds_of(conf, commit):
+    """{figure: {"unit", "type"}} from asv's benchmarks.json, for the figures of one commit."""
+    try:
+        with open(os.path.join(conf.results_dir, "benchmarks.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for name, (_v, _ss, key) in compare.load(conf, MACHINE, commit).items():
+        m = meta.get(key) or {}
+        if m.get("unit") is not None:
+            out[name] = {"unit": m["unit"], "type": m.get("type") or key.rsplit(".", 1)[-1].split("_", 1)[0]}
+    return out
+
+
 def write(args, measured, run_info):
     """benchmarks/noise.json: this run's figures over the entries kept from earlier runs."""
     old = {}
@@ -208,11 +228,12 @@ def main(argv=None):
         # the PostgreSQL figures' servers, started here and always stopped (tools/pg_server.py)
         with pg_server.bench_servers() as pg:
             values, conditions, rounds = measure(args, a, b)
+        kinds = kinds_of(Config.load("asv.conf.json"), a)
         load_after = loadavg()
     finally:
         os.chdir(ROOT)
         shutil.rmtree(work, ignore_errors=True)
-    measured = summarize(values, conditions)
+    measured = summarize(values, conditions, kinds)
     maxima = [r["load_average_max"] for r in rounds if r["load_average_max"] is not None]
     write(args, measured, {
         "machine": MACHINE, "cpus": os.cpu_count(),
