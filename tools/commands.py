@@ -9,10 +9,16 @@ def git(*args, cwd=None):
                           text=True).stdout.strip()
 
 
+# An argument longer than this is echoed shortened: the gate's selection regex lists
+# every figure it leaves out (tools/compare.py selection_regex), several KB.
+ECHO_MAX = 400
+
+
 def asv(*args, check=False):
     """Run asv with this interpreter, echoing the command; its exit status (SystemExit if
     `check` and it failed)."""
-    print("$ asv " + " ".join(args), flush=True)
+    shown = [a if len(a) <= ECHO_MAX else f"{a[:ECHO_MAX // 2]}...({len(a)} characters)" for a in args]
+    print("$ asv " + " ".join(shown), flush=True)
     rc = subprocess.call([sys.executable, "-m", "asv", *args])
     if check and rc != 0:
         raise SystemExit(f"asv {args[0]} failed (exit {rc})")
