@@ -286,6 +286,24 @@ def too_noisy_to_gate(noise):
     return out
 
 
+def left_out_row(name, note):
+    """The table row of a figure the gate did not measure: no value, its band's note."""
+    nan = float("nan")
+    return (name, nan, nan, None, "", f"{note}: NOT MEASURED by the gate (ALL=1 measures it)", note)
+
+
+def nothing_left_to_measure(bench, noise, left_out):
+    """True when `bench` names figures and every one of them the noise file knows is left
+    out: asv would be asked to measure nothing ("No benchmarks selected") and leave no
+    results to judge.  The noise file lists the whole suite as of its last run; a new
+    benchmark that `bench` also matches is not in it, so the message says ALL=1 measures
+    everything selected."""
+    if not bench or not left_out:
+        return False
+    known = [name for name in noise if re.search(bench, name)]
+    return bool(known) and all(name in left_out for name in known)
+
+
 def selection_regex(bench, skip):
     """One asv -b regex: the benchmarks `bench` selects (all when empty) except the figures
     in `skip`.  asv matches a parametrised benchmark as `name(param, ...)`, so a single
@@ -356,9 +374,7 @@ def judge(conf, machine, base, head, factor, targets_path, ignore=DEFAULT_IGNORE
     left_out = left_out or {}
     for name in sorted(set(r1) | set(r2) | set(left_out)):
         if name in left_out:
-            nan = float("nan")
-            rows.append((name, nan, nan, None, "", f"{left_out[name]}: NOT MEASURED by the gate "
-                         "(ALL=1 measures it)", left_out[name]))
+            rows.append(left_out_row(name, left_out[name]))
             continue
         v1, ss1, key = r1.get(name, (None, None, None))
         v2, ss2, key2 = r2.get(name, (None, None, None))
@@ -677,6 +693,15 @@ def main(argv=None):
     if left_out:
         print(f"not measured by the gate: {len(left_out)} figure(s) whose same-code band here is too wide to "
               "gate (shown below as not gated; ALL=1 measures them too)", flush=True)
+
+    if nothing_left_to_measure(args.bench, noise, left_out):
+        # nothing to run: asv would build both commits to measure nothing
+        rows = [left_out_row(name, note) for name, note in sorted(left_out.items())]
+        print_table(rows, args.factor)
+        print(f"\nNOTHING MEASURED: every figure BENCH={args.bench} selects is too noisy here to gate "
+              "(ALL=1 measures them, shown not gated).")
+        print_verdict(rows, False)
+        return 0
 
     def rejudge():
         return judge(conf, MACHINE, base, head, args.factor, args.targets, args.ignore, noise, left_out)
