@@ -120,15 +120,19 @@ def test_wal_stays_bounded_under_several_busy_connections(db_path):
     volume = 96 * MIB
     frames_per_commit = 4
     commits_each = volume // (4 * frames_per_commit * (4096 + 24))
+    # Connected before the checkpointer starts: setting WAL mode with timeout=0 can find
+    # the file locked while a checkpoint restarts the log, and a writer that never ran
+    # would leave the log less busy than this test means it to be.
+    conns = [_connect(db_path) for _ in range(4)]
     checkpointer = Checkpointer(db_path)
     largest = 0
     stop = threading.Event()
     errors = []
 
     def work(seed):
-        conn = _connect(db_path)
-        writer = _Writer(conn, rows, seed)
+        conn = conns[seed]
         try:
+            writer = _Writer(conn, rows, seed)
             for _ in range(commits_each):
                 writer.commit(per_commit=frames_per_commit)
                 conn.execute("SELECT blob FROM t WHERE id = ?", (writer.n % rows,)).fetchall()
