@@ -317,7 +317,8 @@ class Optional:
 
 class Batch:
     number = 1
-    repeat = 1
+    repeat = 2  # a full run's 2 samples: one sample would read as a quick run (tools/report.py)
+    rounds = 1
     warmup_time = 0
 
     def time_batch(self):
@@ -390,7 +391,7 @@ def tiny_history(tmp_path_factory):
         hashes.append(h)
         subprocess.run([sys.executable, "-m", "asv", "machine", "--yes"], cwd=repo, check=True,
                        capture_output=True)
-        subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick",
+        subprocess.run([sys.executable, "-m", "asv", "run", "--python=same",
                         f"--set-commit-hash={h}"], cwd=repo, check=True, capture_output=True)
     return repo, hashes
 
@@ -499,6 +500,35 @@ def test_report_rates_steps_and_bands(tiny_history, tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "same-code band" in md and "noise (inside its band)" in md
     assert "Figures scanned: 11," in md
+    assert rep["quick_commits"] == [] and "quick run" not in md, rep["quick_commits"]
+
+
+def test_report_does_not_judge_a_wall_clock_step_of_a_quick_run(tiny_history, tmp_path):
+    # the same history, h2 (the rate halved) measured again by a quick run: one sample
+    # per benchmark, rougher than the bands, so its wall-clock steps are shown, not judged;
+    # a count (instructions, lost tasks) is judged whatever the number of samples
+    repo, h = tiny_history
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    git("checkout", "-q", h[2], cwd=copy)  # --python=same measures the working tree
+    subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick",
+                    f"--set-commit-hash={h[2]}"], cwd=copy, check=True, capture_output=True)
+    git("checkout", "-q", "main", cwd=copy)
+    res = subprocess.run([sys.executable, "-m", "tools.report",
+                          "--targets", str(copy / "targets.json"), "--rates", str(copy / "rates.json"),
+                          "--noise", str(copy / "noise.json"), "--out", str(tmp_path)],
+                         cwd=copy, capture_output=True, text=True, env=TOOLS_ENV)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["quick_commits"] == [h[2]], rep["quick_commits"]
+    steps = {(g["name"], g["commit_after"]): g for g in rep["regressions_step_detect"]}
+    rate = steps.get(("tiny.Figures.track_rate", h[2]))
+    assert rate and rate["verdict"].startswith("outside its band, but from a quick run"), steps
+    cost = steps.get(("tiny.Figures.track_cost", h[3])) or steps.get(("tiny.Figures.track_cost", h[1]))
+    assert cost and cost["verdict"] == "real", steps
+    lost = steps.get(("tiny.Figures.track_lost_tasks", h[4]))
+    assert lost and lost["verdict"] == "real", steps
+    assert "1 of the 6 commits were measured by a quick run" in (tmp_path / "report.md").read_text()
 
 
 # ---- rules that need no results ----

@@ -49,6 +49,7 @@ from .compare import (ABS_GROWTH_MIN, ABS_UNITS, COST_SPREADS, MIN_BAND_VALUES, 
                       band_values, better_of, read_noise)
 
 STEP_THRESHOLD = 0.05  # relative size below which a step of a wall-clock figure is not reported
+QUICK_VERDICT = "outside its band, but from a quick run (one sample): not judged, measure it fully"
 COST_STEP_THRESHOLD = 0.005  # cost figures are counted, not timed: 0.5% is already real
 DEFAULT_RATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "benchmarks", "rates.json")
@@ -101,6 +102,7 @@ class History:
         for res in iter_results_for_machine(conf.results_dir, machine):
             self.by_commit.setdefault(res.commit_hash, []).append(res)
         self.commits = [c for c in self.order if c in self.by_commit]  # newest first
+        self.quick = {c for c in self.commits if ran_quick(self.by_commit[c])}
 
     def value(self, commit, name, params):
         """(value, stats) of benchmark `name` at the given params on `commit`, or None."""
@@ -131,6 +133,20 @@ class History:
             except KeyError:
                 continue
         return False
+
+
+def ran_quick(results):
+    """True if a commit's results come from a quick run (`asv run --quick`, `make bench
+    QUICK=1`): every time_ benchmark has a single sample (asv records repeat = 1). Its
+    wall-clock values are one measurement each, rougher than the same-code bands, which
+    come from full runs; the track_ figures measure one repeat instead of 3 then too."""
+    repeats = []
+    for res in results:
+        for key in res.get_all_result_keys():
+            for st in res.get_result_stats(key, res.get_result_params(key)) or []:
+                if st and "repeat" in st:
+                    repeats.append(st["repeat"])
+    return bool(repeats) and all(r == 1 for r in repeats)
 
 
 def load_param_names(results_dir):
@@ -212,6 +228,9 @@ def steps_for(hist, entry, threshold=STEP_THRESHOLD):
         conv = (lambda x: 1.0 / x) if higher else (lambda x: x)
         c_before = commits[before] if before is not None else None
         c_after = commits[after]
+        # the two values either side of the step: one sample each from a quick run?
+        sides = [c_after] + ([commits[after - 1]] if after else [])
+        quick = any(c in hist.quick for c in sides)
         if c_before is not None:
             # one commit apart on the branch: name only the commit that made the step
             i_after = hist.order.index(c_after)
@@ -224,7 +243,7 @@ def steps_for(hist, entry, threshold=STEP_THRESHOLD):
             "commit_after": c_after,
             "value_before": conv(v_before), "value_after": conv(v_after),
             "change": change(conv(v_after), conv(v_before)),
-            "unit": entry.get("unit", ""), "better": entry_better(entry),
+            "unit": entry.get("unit", ""), "better": entry_better(entry), "quick": quick,
         })
     return out
 
@@ -387,6 +406,9 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
             continue
         for g in steps_for(hist, fig, COST_STEP_THRESHOLD if fig["cost"] else STEP_THRESHOLD):
             g["band"], g["verdict"] = band, band_label(g, band, band_values(entry), fig["cost"])
+            if g["verdict"] == "real" and g["quick"] and not fig["cost"]:
+                # a count does not depend on how many samples were taken; a wall clock does
+                g["verdict"] = QUICK_VERDICT
             step_regs.append(g)
     step_regs.sort(key=lambda g: (g["verdict"] != "real", -abs(g["change"] or 0)))
 
@@ -396,6 +418,7 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
         "newest_commit": describe(newest),
         "previous_commit": describe(hist.commits[1]) if len(hist.commits) > 1 else None,
         "benchmarked_commits": len(hist.commits),
+        "quick_commits": [c for c in hist.commits if c in hist.quick],
         "headlines": headlines, "peers": peers,
         "regressions_step_detect": step_regs,
         "regressions_asv": asv_regressions(conf.html_dir, bench_meta, declared),
@@ -487,7 +510,11 @@ def to_markdown(rep):
               f"{STEP_THRESHOLD:.0%} or more ({COST_STEP_THRESHOLD:.1%} for the cost figures, which are "
               f"counted, not timed; figures that can be 0, such as lost tasks, errors or RSS growth: a "
               f"worsening of 1 in their unit, 1 MiB of growth). Each step is set against the figure's "
-              f"same-code band: inside it, it is noise.", "",
+              f"same-code band: inside it, it is noise." + (
+                  f" {len(rep['quick_commits'])} of the {rep['benchmarked_commits']} commits were measured "
+                  "by a quick run (one sample per benchmark, `QUICK=1`): a wall-clock step next to one of "
+                  "them is shown, not judged (the bands come from full runs)."
+                  if rep.get("quick_commits") else ""), "",
               f"Figures scanned: {rep.get('step_detect_scanned', 0)}, every one measured on enough "
               f"commits (3; 2 for counts)" + (f"; not scanned, measured on too few commits: "
                             f"{len(rep['step_detect_short_history'])} "
