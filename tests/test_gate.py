@@ -464,14 +464,19 @@ def test_newly_skipped_fails_and_noisy_figure_is_shown_not_gated(tiny_history):
     assert rc == 1, out
 
 
-def test_report_rates_steps_and_bands(tiny_history, tmp_path):
-    repo, h = tiny_history
+def write_report(repo, out):
+    """tools/report.py over a tiny history's results, with its targets, rates and bands."""
     res = subprocess.run([sys.executable, "-m", "tools.report",
                           "--targets", str(repo / "targets.json"), "--rates", str(repo / "rates.json"),
-                          "--noise", str(repo / "noise.json"), "--out", str(tmp_path)],
+                          "--noise", str(repo / "noise.json"), "--out", str(out)],
                          cwd=repo, capture_output=True, text=True, env=TOOLS_ENV)
     assert res.returncode == 0, res.stdout + res.stderr
-    rep = json.loads((tmp_path / "report.json").read_text())
+    return json.loads((out / "report.json").read_text())
+
+
+def test_report_rates_steps_and_bands(tiny_history, tmp_path):
+    repo, h = tiny_history
+    rep = write_report(repo, tmp_path)
     batch = next(r for r in rep["headlines"] if r["name"] == "tiny.Batch.time_batch")
     assert batch["unit"] == "tasks/s" and 50 < batch["value"] < 101, batch  # 400 / (4 s + the machine's lag)
     steps = {(g["name"], g["commit_after"]): g for g in rep["regressions_step_detect"]}
@@ -514,12 +519,7 @@ def test_report_does_not_judge_a_wall_clock_step_of_a_quick_run(tiny_history, tm
     subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick",
                     f"--set-commit-hash={h[2]}"], cwd=copy, check=True, capture_output=True)
     git("checkout", "-q", "main", cwd=copy)
-    res = subprocess.run([sys.executable, "-m", "tools.report",
-                          "--targets", str(copy / "targets.json"), "--rates", str(copy / "rates.json"),
-                          "--noise", str(copy / "noise.json"), "--out", str(tmp_path)],
-                         cwd=copy, capture_output=True, text=True, env=TOOLS_ENV)
-    assert res.returncode == 0, res.stdout + res.stderr
-    rep = json.loads((tmp_path / "report.json").read_text())
+    rep = write_report(copy, tmp_path)
     assert rep["quick_commits"] == [h[2]], rep["quick_commits"]
     steps = {(g["name"], g["commit_after"]): g for g in rep["regressions_step_detect"]}
     rate = steps.get(("tiny.Figures.track_rate", h[2]))
