@@ -301,15 +301,17 @@ def all_figures(bench_meta, declared, rates):
 def band_label(step, band, n_values=MIN_BAND_VALUES, cost=False):
     """'noise' when a step is no larger than the figure's same-code band, else 'real'.
     A wall clock's band from fewer than MIN_BAND_VALUES values calls nothing noise (the
-    gate does not believe it either); a cost figure's band is a count's spread, kept."""
+    gate does not believe it either); a cost figure's band is a count's spread, kept.
+    A wall clock's step beside a quick run (one sample) is not judged real: the bands
+    come from full runs; a count does not depend on how many samples were taken."""
     if band is None:
         return "no band measured"
     if n_values < MIN_BAND_VALUES and not cost:
         return f"band from {n_values} values: not judged (needs {MIN_BAND_VALUES})"
     b, a = step["value_before"], step["value_after"]
-    if not b or not a or (a > 0) != (b > 0):
-        return "real"
-    return "noise (inside its band)" if max(a / b, b / a) <= band else "real"
+    if b and a and (a > 0) == (b > 0) and max(a / b, b / a) <= band:
+        return "noise (inside its band)"
+    return QUICK_VERDICT if step.get("quick") and not cost else "real"
 
 
 def asv_regressions(html_dir, bench_meta=None, declared=None):
@@ -406,9 +408,6 @@ def build(conf, machine, targets_path, rates_path=DEFAULT_RATES, noise_path=None
             continue
         for g in steps_for(hist, fig, COST_STEP_THRESHOLD if fig["cost"] else STEP_THRESHOLD):
             g["band"], g["verdict"] = band, band_label(g, band, band_values(entry), fig["cost"])
-            if g["verdict"] == "real" and g["quick"] and not fig["cost"]:
-                # a count does not depend on how many samples were taken; a wall clock does
-                g["verdict"] = QUICK_VERDICT
             step_regs.append(g)
     step_regs.sort(key=lambda g: (g["verdict"] != "real", -abs(g["change"] or 0)))
 
