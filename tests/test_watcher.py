@@ -3,12 +3,13 @@
 import asyncio
 import sqlite3
 import sys
+import threading
 
 import pytest
 
 from prismq_queue import Queue
 from prismq_queue.backends.sqlite import Q
-from prismq_queue.backends.sqlite_watcher import ChangeWatcher
+from prismq_queue.backends.sqlite_watcher import ChangeWatcher, FineTimer
 
 from helpers import statements_run
 
@@ -33,7 +34,7 @@ async def _woken(event, seconds):
 async def test_commit_elsewhere_wakes_through_inotify(db_path):
     async with Queue(db_path):  # holds the file open, as a running worker would
         # A 60 s safety interval: only the WAL write event can wake it within the test's wait.
-        watcher = ChangeWatcher(db_path, Q["any_ready"], safety_interval=60)
+        watcher = ChangeWatcher(db_path, Q["look"], safety_interval=60)
         try:
             assert watcher.event_driven
             woke = asyncio.Event()
@@ -48,7 +49,7 @@ async def test_commit_elsewhere_wakes_through_inotify(db_path):
 async def test_armed_watcher_sees_work_that_was_already_there(db_path):
     async with Queue(db_path):
         _enqueue_raw(db_path)
-        watcher = ChangeWatcher(db_path, Q["any_ready"], safety_interval=60)
+        watcher = ChangeWatcher(db_path, Q["look"], safety_interval=60)
         try:
             woke = asyncio.Event()
             watcher.arm(woke.set)  # committed before arming: the first look finds it
@@ -59,7 +60,7 @@ async def test_armed_watcher_sees_work_that_was_already_there(db_path):
 
 async def test_disarmed_watcher_stays_quiet(db_path):
     async with Queue(db_path):
-        watcher = ChangeWatcher(db_path, Q["any_ready"], safety_interval=60)
+        watcher = ChangeWatcher(db_path, Q["look"], safety_interval=60)
         try:
             woke = asyncio.Event()
             watcher.arm(woke.set)
@@ -117,7 +118,7 @@ async def test_a_look_that_saw_no_commit_yet_looks_again_at_the_next_loop_round(
     # so a 0.1 ms timer fired 1 ms later. (The loop's clock stands still here, so no
     # timer can come due: only a look of the next round counts.)
     async with Queue(db_path):
-        watcher = ChangeWatcher(db_path, Q["any_ready"], safety_interval=60)
+        watcher = ChangeWatcher(db_path, Q["look"], safety_interval=60)
         try:
             woke = asyncio.Event()
             watcher.arm(woke.set)
@@ -141,4 +142,69 @@ async def test_a_look_that_saw_no_commit_yet_looks_again_at_the_next_loop_round(
             assert len(looks) == 2
             assert woke.is_set()
         finally:
+            watcher.stop()
+
+
+# -- the fine timer: settle looks sooner than the loop's millisecond ----------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux's")
+async def test_fine_timer_fires_once_per_start_and_not_after_cancel():
+    loop = asyncio.get_running_loop()
+    fired = []
+    ring = asyncio.Event()
+    timer = FineTimer.create(loop, lambda: (fired.append(1), ring.set()))
+    assert timer is not None
+    try:
+        timer.start(0.0002)
+        assert await _woken(ring, 5)
+        await asyncio.sleep(0.02)
+        assert len(fired) == 1  # one-shot
+        timer.start(0.0002)
+        timer.cancel()
+        await asyncio.sleep(0.05)
+        assert len(fired) == 1  # cancelled before it was due
+        ring.clear()
+        timer.start(0.0002)  # usable again
+        assert await _woken(ring, 5)
+        assert len(fired) == 2
+    finally:
+        timer.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify and timerfd are Linux's")
+async def test_a_settle_look_after_two_misses_comes_from_the_fine_timer(db_path, monkeypatch):
+    # After a look and the next round's look both missed the commit, the next comes
+    # 0.1 ms later: on the loop's own timers it would come 1 ms later (they fire on
+    # whole milliseconds). With the loop's clock frozen no loop timer can come due,
+    # so only the fine timer can bring that third look.
+    async with Queue(db_path):
+        watcher = ChangeWatcher(db_path, Q["look"], safety_interval=60)
+        loop = asyncio.get_running_loop()
+        watchdog = threading.Timer(10, lambda: loop.call_soon_threadsafe(woke.set))
+        try:
+            woke = asyncio.Event()
+            watcher.arm(woke.set)
+            await asyncio.sleep(0.05)  # the first look, at arming
+            looks = []
+            look = watcher._look
+
+            def counted(fresh=False):
+                looks.append(fresh)
+                return look(fresh) if len(looks) > 2 else False  # the first two find nothing yet
+
+            watcher._look = counted
+            _enqueue_raw(db_path)
+            frozen = loop.time()
+            monkeypatch.setattr(loop, "time", lambda: frozen)
+            watcher._on_event()
+            await asyncio.sleep(0)  # the next round's look: a miss too
+            assert len(looks) == 2
+            assert isinstance(watcher._timer, FineTimer)
+            watchdog.start()
+            await woke.wait()
+            monkeypatch.undo()
+            assert len(looks) == 3  # (the watchdog's wake-up would leave it at 2)
+        finally:
+            watchdog.cancel()
             watcher.stop()

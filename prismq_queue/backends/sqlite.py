@@ -675,7 +675,7 @@ class SQLiteBackend(Backend):
 
     def arm(self, wake: Callable[[], None]) -> None:
         if self._watcher is None:
-            self._watcher = ChangeWatcher(self.path, Q["any_ready"], self._watch_interval,
+            self._watcher = ChangeWatcher(self.path, Q["look"], self._watch_interval,
                                           local_write=lambda: self.local_writes > 0,
                                           local_inserts=lambda: self._inserts,
                                           outside_version=self._outside_version)

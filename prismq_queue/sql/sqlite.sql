@@ -213,9 +213,13 @@ SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running';
 SELECT (SELECT MIN(run_at) FROM prismq_tasks WHERE status = 'queued'),
        (SELECT MIN(lease_until) FROM prismq_tasks WHERE status = 'running');
 
--- name: any_ready
--- Is any task due? One seek into prismq_ready_time, however many levels wait.
-SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ? LIMIT 1;
+-- name: look
+-- The change watcher's look, in one statement (one read transaction, where two
+-- cost a second lock of the shared index): the file's data_version, which
+-- changes when another connection commits, and whether any task is due (one
+-- seek into prismq_ready_time, however many levels wait).
+SELECT (SELECT data_version FROM pragma_data_version),
+       EXISTS (SELECT 1 FROM prismq_tasks WHERE status = 'queued' AND run_at <= ?);
 
 -- name: get_task
 SELECT id, type, payload, priority, status, attempts, max_attempts, run_at, created_at,
