@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from prismq_queue import Queue
+from prismq_queue import Queue, Worker
 from prismq_queue.backends.sqlite_bridge import SQLiteBridge
 
 
@@ -242,6 +242,46 @@ async def test_direct_calls_give_other_coroutines_a_turn(db_path):
         turns = await _turns_during(4000, lambda i: q.enqueue("t", i))
         # At least one turn per SHORT_RUN (16) direct calls in a row.
         assert turns >= 4000 // 16, f"other coroutines ran during only {turns} of 4,000 single calls"
+
+
+async def test_a_worker_taking_tasks_now_and_then_never_pays_the_forced_turn(db_path, monkeypatch):
+    """The forced turn is for calls *in a row*: a worker waits for work between its claims,
+    and the loop runs other coroutines then, however many claims it makes in all."""
+    from prismq_queue.backends import sqlite as sqlite_backend
+
+    forced = []
+
+    class _Asyncio:
+        def __getattr__(self, name):
+            return getattr(asyncio, name)
+
+        @staticmethod
+        def sleep(delay):
+            forced.append(delay)
+            return asyncio.sleep(delay)
+
+    async with Queue(db_path) as q:
+        started = asyncio.Event()
+        worker = Worker(q, concurrency=5, handle_signals=False)
+        worker.register("t", lambda task: started.set())
+        run = asyncio.ensure_future(worker.run())
+        raw = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            await asyncio.sleep(0.05)
+            monkeypatch.setattr(sqlite_backend, "asyncio", _Asyncio())
+            for _ in range(3 * sqlite_backend.SHORT_RUN):  # two direct trips each: claim, acknowledge
+                started.clear()
+                raw.execute("INSERT INTO prismq_tasks (type, payload, priority, status, run_at, max_attempts, "
+                            "created_at) VALUES ('t', 'null', 100, 'queued', 0, 5, 0)")
+                await asyncio.wait_for(started.wait(), 10)
+                await asyncio.sleep(0.002)
+            assert worker.completed >= 3 * sqlite_backend.SHORT_RUN - 1
+            assert forced == []
+        finally:
+            monkeypatch.undo()
+            raw.close()
+            worker.stop()
+            await run
 
 
 class _Clock:

@@ -101,6 +101,29 @@ async def test_a_claim_that_comes_up_short_reads_both_next_moments_in_one_statem
         assert "MIN(run_at)" in statements[commit - 1] and "MIN(lease_until)" in statements[commit - 1]
 
 
+async def test_a_short_trip_that_finds_expired_leases_recovers_them_on_the_bridge_thread(db_path):
+    # Recovering may touch any number of rows: never on the loop's thread. The trip
+    # starts there (one finish, a small claim), finds the expired lease inside its
+    # transaction, rolls back and goes to the bridge's thread, which does it all once.
+    async with Queue(db_path) as q:
+        done_id, lost_id = await q.enqueue("t", "done"), await q.enqueue("t", "lost")
+        (done,) = await q.claim("w", limit=1)
+        (lost,) = await q.claim("dead", limit=1, lease_seconds=0.01)
+        await asyncio.sleep(0.05)
+        bridge = q._backend._bridge
+        hops = []
+        run = bridge.run
+        bridge.run = lambda fn, *args: hops.append(fn) or run(fn, *args)
+        try:
+            trip = await q.round_trip([q.complete_record(done, "ok")], q.claim_request("w", 5), recover=True)
+        finally:
+            bridge.run = run
+        assert len(hops) == 1
+        assert trip.outcomes is None and trip.recovered == 1
+        assert [(t.id, t.attempts) for t in trip.tasks] == [(lost_id, 2)]
+        assert (await q.get(done_id)).status.value == "completed"
+
+
 async def test_an_expired_lease_is_still_recovered_by_a_claim(db_path):
     async with Queue(db_path) as q:
         task_id = await q.enqueue("t", "x")

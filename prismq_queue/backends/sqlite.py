@@ -15,7 +15,7 @@ import os
 import random
 import sqlite3
 import time
-from functools import lru_cache, partial
+from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -76,6 +76,10 @@ def _complete_many_sql(rows: int) -> str:
 
 
 _BUSY = object()  # what SQLiteBackend._here returns when the call must go to the bridge's thread
+
+
+class _NotHere(Exception):
+    """A short call found, on the loop's thread, that its work is long after all: _call rolls it back and hops."""
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -142,7 +146,7 @@ class SQLiteBackend(Backend):
         self._rng = random.Random()
         #: inserts of this process in flight (see insert() and the change watcher)
         self.local_writes = 0
-        self._direct_run = 0  # direct calls since the event loop last ran other coroutines
+        self._direct_run = 0  # direct calls since the event loop's last round (see _call)
         self._inserts = 0  # inserts committed through this connection (see ChangeWatcher)
 
     # -- connection -----------------------------------------------------
@@ -220,37 +224,39 @@ class SQLiteBackend(Backend):
         """Run fn(*args), retrying while other writers hold the lock.
 
         A hop to the connection's thread costs two cross-thread wake-ups, far more
-        than a short statement. So a `short` call (True, or a guard that says so
-        when asked) runs right here on the loop's thread when the bridge is idle and
-        the connection gets what it needs at once (busy_timeout is 0). If another
-        connection holds the lock, it goes to the thread, which waits there: the
-        loop never waits on a lock.
+        than a short statement. So a `short` call runs right here on the loop's
+        thread when the bridge is idle and the connection gets what it needs at
+        once (busy_timeout is 0). If another connection holds the lock, it goes to
+        the thread, which waits there: the loop never waits on a lock. A call that
+        finds its work long after all (expired leases to recover) raises _NotHere
+        and goes to the thread too.
         """
         bridge = self._bridge
         if bridge is None:
             raise QueueClosed(NOT_OPEN)
         if short and bridge.idle:
             try:
-                if short is True or short():
-                    result = fn(*args)
-                    # A call that never leaves the loop's thread never lets other
-                    # coroutines run either: a loop of them would starve the loop.
-                    # Give it a turn after SHORT_RUN of them in a row.
-                    self._direct_run += 1
-                    if self._direct_run >= SHORT_RUN:
-                        await asyncio.sleep(0)
-                        self._direct_run = 0
-                    return result
+                result = fn(*args)
+                # A call that never leaves the loop's thread never lets other
+                # coroutines run either: a loop of them would starve the loop.
+                # Give it a turn after SHORT_RUN of them in a row (see arm()).
+                self._direct_run += 1
+                if self._direct_run >= SHORT_RUN:
+                    await asyncio.sleep(0)
+                    self._direct_run = 0
+                return result
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise self._error(exc) from exc
+            except _NotHere:
+                pass
             except (sqlite3.Error, UnicodeEncodeError) as exc:
                 raise self._error(exc) from (exc if isinstance(exc, sqlite3.Error) else None)
         self._direct_run = 0  # (a hop lets the loop run other coroutines)
         return await bridge.run(self._retrying, fn, *args)
 
-    def _here(self, fn: Callable[..., Any], *args: Any, guard: Any = True) -> Any:
-        """fn(*args) on the loop's thread, or _BUSY if another connection holds a lock it needs (or guard says no).
+    def _here(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the loop's thread, or _BUSY if another connection holds a lock it needs.
 
         What _call does for a short call, for the hand-off (insert_handed), which must
         know whether it ran here. (_call keeps its own copy: one more Python call
@@ -258,8 +264,7 @@ class SQLiteBackend(Backend):
         idle: nothing else uses the connection then.
         """
         try:
-            if guard is True or guard():
-                return fn(*args)
+            return fn(*args)
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise self._error(exc) from exc
@@ -312,11 +317,6 @@ class SQLiteBackend(Backend):
     async def _write(self, fn: Callable[..., Any], *args: Any, short: Any = False) -> Any:
         # Under durability="full" every COMMIT waits for an fsync: never on the loop's thread.
         return await self._call(self._transaction, fn, *args, short=short if self.durability == "normal" else False)
-
-    def _no_expired_lease(self, now: float) -> bool:
-        """Guard of a short claim: recovering expired leases may touch any number of rows."""
-        expiry = self._raw.execute(Q["next_lease_expiry"]).fetchone()[0]
-        return expiry is None or expiry >= now
 
     # -- tasks ----------------------------------------------------------
 
@@ -432,9 +432,10 @@ class SQLiteBackend(Backend):
 
     async def cycle(self, finishes: Sequence[Finish], *, claim: Optional[ClaimRequest], recover: bool,
                     now: float) -> CycleResult:
+        # Expired leases to recover may be any number of rows: _cycle finds out inside
+        # its transaction and, on the loop's thread, sends itself to the bridge's.
         short = (len(finishes) <= 1 and (claim is None or claim.limit <= SHORT_CLAIM)
-                 and all(len(f[F_VALUE] or "") <= SHORT_TEXT for f in finishes)
-                 and (partial(self._no_expired_lease, now) if recover else True))
+                 and all(len(f[F_VALUE] or "") <= SHORT_TEXT for f in finishes))
         return await self._write(self._cycle, finishes, claim, recover, now, short=short)
 
     def _cycle(self, c: sqlite3.Connection, finishes: Sequence[Finish], claim: Optional[ClaimRequest],
@@ -447,6 +448,8 @@ class SQLiteBackend(Backend):
             # UPDATEs are two statements (each its bindings, step and reset).
             expiry = c.execute(Q["next_lease_expiry"]).fetchone()[0]
             if expiry is not None and expiry < now:
+                if not self._bridge.on_its_thread():  # type: ignore[union-attr]  # open: _call checked
+                    raise _NotHere  # (rolled back: nothing was written)
                 params = {"now": now}
                 result.recovered = (c.execute(Q["recover_exhausted"], params).rowcount
                                     + c.execute(Q["recover_requeue"], params).rowcount)
@@ -674,6 +677,11 @@ class SQLiteBackend(Backend):
     # -- notification ----------------------------------------------------
 
     def arm(self, wake: Callable[[], None]) -> None:
+        # A worker arms as it starts to wait for work: the loop runs other coroutines
+        # then, so its calls are no longer "in a row" (_call's turn rule). Without
+        # this, one claim in eight of a worker taking tasks now and then paid the
+        # turn: three more rounds of the loop before its handler started.
+        self._direct_run = 0
         if self._watcher is None:
             self._watcher = ChangeWatcher(self.path, Q["look"], self._watch_interval,
                                           local_write=lambda: self.local_writes > 0,

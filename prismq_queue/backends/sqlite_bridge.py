@@ -40,6 +40,10 @@ class SQLiteBridge:
         """True while no request is queued or running: the loop's thread may use the connection itself."""
         return self._pending == 0 and self.connection is not None
 
+    def on_its_thread(self) -> bool:
+        """True when called from the connection's thread (from a function it runs)."""
+        return threading.get_ident() == self._thread.ident
+
     async def open(self) -> sqlite3.Connection:
         """Start the thread and open the connection on it (opening touches the file: it may wait on the disk)."""
         self._thread.start()
