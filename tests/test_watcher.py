@@ -135,6 +135,20 @@ async def test_an_expired_lease_is_still_recovered_by_a_claim(db_path):
 
 
 
+def _missing_looks(watcher, misses):
+    """Make the watcher's first `misses` looks find nothing, as if the commit were not published yet;
+    the list of looks made, which grows with each."""
+    looks = []
+    look = watcher._look
+
+    def counted(fresh=False):
+        looks.append(fresh)
+        return look(fresh) if len(looks) > misses else False
+
+    watcher._look = counted
+    return looks
+
+
 async def test_a_look_that_saw_no_commit_yet_looks_again_at_the_next_loop_round(db_path, monkeypatch):
     # A WAL write event may come before its commit is published in the shared index.
     # The next look must not wait for a timer: the loop sleeps in whole milliseconds,
@@ -146,14 +160,7 @@ async def test_a_look_that_saw_no_commit_yet_looks_again_at_the_next_loop_round(
             woke = asyncio.Event()
             watcher.arm(woke.set)
             await asyncio.sleep(0.05)  # the first look, at arming
-            looks = []
-            look = watcher._look
-
-            def counted(fresh=False):
-                looks.append(fresh)
-                return look(fresh) if len(looks) > 1 else False  # the first finds nothing yet
-
-            watcher._look = counted
+            looks = _missing_looks(watcher, 1)  # the first finds nothing yet
             _enqueue_raw(db_path)
             loop = asyncio.get_running_loop()
             frozen = loop.time()
@@ -209,14 +216,7 @@ async def test_a_settle_look_after_two_misses_comes_from_the_fine_timer(db_path,
             woke = asyncio.Event()
             watcher.arm(woke.set)
             await asyncio.sleep(0.05)  # the first look, at arming
-            looks = []
-            look = watcher._look
-
-            def counted(fresh=False):
-                looks.append(fresh)
-                return look(fresh) if len(looks) > 2 else False  # the first two find nothing yet
-
-            watcher._look = counted
+            looks = _missing_looks(watcher, 2)  # the first two find nothing yet
             _enqueue_raw(db_path)
             frozen = loop.time()
             monkeypatch.setattr(loop, "time", lambda: frozen)
