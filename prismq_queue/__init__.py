@@ -10,7 +10,7 @@ from .strategy import Strategy
 from .task import Task, TaskStatus
 from .worker import Worker
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 __all__ = [
     "Queue", "Worker", "Task", "TaskStatus", "Strategy", "RetryPolicy",
