@@ -146,7 +146,7 @@ class SQLiteBackend(Backend):
         self._rng = random.Random()
         #: inserts of this process in flight (see insert() and the change watcher)
         self.local_writes = 0
-        self._direct_run = 0  # direct calls since the event loop's last round (see _call)
+        self._direct_run = 0  # direct calls in a row: since the last turn, hop or arm() (see _call)
         self._inserts = 0  # inserts committed through this connection (see ChangeWatcher)
 
     # -- connection -----------------------------------------------------

@@ -17,6 +17,7 @@ import ctypes.util
 import os
 import sqlite3
 import time
+from functools import cache
 from typing import Callable, Optional, Union
 
 _IN_MODIFY = 0x00000002
@@ -25,12 +26,23 @@ SETTLE = 0.02  # how long to keep looking after a WAL write that was not visible
 LOOP_RESOLUTION = 0.001  # the event loop's timers come due in whole milliseconds (epoll)
 
 
+@cache
+def _libc() -> Optional[ctypes.CDLL]:
+    """The C library, loaded once a process: find_library runs ldconfig (milliseconds, on the loop's thread)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+
+
 def _inotify_fd(wal_path: str) -> Optional[int]:
     """A non-blocking inotify descriptor watching writes to `wal_path`, or None where there is none."""
+    libc = _libc()
+    if libc is None:
+        return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         fd = libc.inotify_init1(os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except (OSError, AttributeError):
+    except AttributeError:
         return None  # not Linux
     if fd < 0:
         return None
@@ -57,10 +69,12 @@ class FineTimer:
 
     @classmethod
     def create(cls, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> "Optional[FineTimer]":
+        libc = _libc()
+        if libc is None:
+            return None
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
             fd = libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        except (OSError, AttributeError):
+        except AttributeError:
             return None  # not Linux
         return cls(libc, fd, loop, callback) if fd >= 0 else None
 
@@ -125,7 +139,7 @@ class ChangeWatcher:
         self._fresh: Optional[asyncio.Handle] = None  # the look arm() asked for, not made yet
         self._last: Optional[int] = None
         self._settle_until = 0.0
-        self._pause = interval
+        self._pause = 0.0  # the settle's pause before its next look (see _on_event)
 
     @property
     def event_driven(self) -> bool:
@@ -226,8 +240,8 @@ class ChangeWatcher:
             # by the look a worker makes as it arms; doubling keeps their cost to
             # eight looks. The 0.1 ms looks need the fine timer: the loop sleeps in
             # whole milliseconds (epoll), so its own 0.1 ms timer would fire 1 ms
-            # later, and a task whose commit the first look missed (one in ten
-            # when both processes share the 2 cores) would wait that long.
+            # later, and a task whose commit the first look missed (up to one in
+            # ten when both processes share the 2 cores) would wait that long.
             self._settle_until = time.monotonic() + SETTLE
             self._pause = 0.00005  # doubled before the first timer: 0.1 ms
             if self._timer is not None:
